@@ -1,0 +1,1 @@
+"""Differentiable episodic heads (base learners)."""

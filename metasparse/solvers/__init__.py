@@ -1,0 +1,1 @@
+"""Batched solvers and proximal operators: pure math on tensors, no nn.Module."""
