@@ -17,7 +17,7 @@ demo: $(READY)
 test: $(READY)
 	$(VENV)/bin/ruff check metasparse tests benchmarks
 	$(PY) -m pytest
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 setup: $(READY)
 
@@ -35,7 +35,7 @@ $(READY): setup.cfg pyproject.toml Makefile
 	@touch $(READY)
 
 docs: $(READY)
-	$(VENV)/bin/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) site .pytest_cache build *.egg-info

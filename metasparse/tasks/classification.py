@@ -95,4 +95,4 @@ def sample_episodes(taskset, batch_size: int, n_way: int, n_shot: int) -> Episod
     """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched :class:`Episode`."""
     episodes = [split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
                 for _ in range(batch_size)]
-    return Episode(*(torch.stack(parts) for parts in zip(*episodes)))
+    return Episode(*(torch.stack(parts) for parts in zip(*episodes, strict=True)))
