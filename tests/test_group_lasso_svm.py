@@ -1,0 +1,199 @@
+"""The group-lasso SVM head: native and cvxpylayers backends against an independent cvxpy reference,
+implicit gradients against finite differences, and MetaOptNet's SVM as the lambda1 = 0 case."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from helpers import directional_fd, episode, reference_svm_weights, relative_error
+
+from metasparse.heads import GroupLassoSVMHead, SVMHead
+from metasparse.solvers import ConvergenceWarning
+from metasparse.solvers.group_lasso_svm import (
+    GroupLassoSVM,
+    svm_dual_objective,
+    svm_primal_objective,
+)
+
+# (lambda1, lambda2, dual_reg): MetaOptNet-SVM, a mild and a strongly sparse group lasso, the paper's lambda2
+SETTINGS = [(0.0, 10.0, 1.0), (1.0, 10.0, 1.0), (3.0, 1.0, 0.5), (2.0, 1000.0, 1.0)]
+TIGHT = {"max_iter": 100_000, "tol": 1e-12}
+
+
+@pytest.mark.parametrize(("lambda1", "lambda2", "dual_reg"), SETTINGS)
+def test_native_solution_matches_cvxpy_reference(lambda1, lambda2, dual_reg):
+    support, labels = episode(3, 5, 3, 12, seed=1)
+    head = GroupLassoSVMHead(lambda1, lambda2, dual_reg, **TIGHT)
+    weights = head.solve(support, labels, 5)
+    reference = reference_svm_weights(support, labels, 5, lambda1, lambda2, dual_reg)
+    assert relative_error(weights, reference) < 1e-4
+    ref_norms = np.linalg.norm(reference, axis=-1)
+    ref_active = (ref_norms > 1e-6 * ref_norms.max(axis=-1, keepdims=True)).sum(-1)
+    assert head.last_info.active.tolist() == ref_active.tolist()
+    assert bool(head.last_info.converged.all())
+
+
+def test_strong_duality_holds_at_the_solution():
+    support, labels = episode(2, 5, 2, 10, seed=2)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    solver = GroupLassoSVM(2.0, 1.0, 0.5, **TIGHT)
+    alpha, info = solver.solve_dual(support, onehot)
+    weights, _ = solver.solve(support, onehot)
+    primal = svm_primal_objective(weights, support, onehot, 2.0, 1.0, 0.5)
+    dual = svm_dual_objective(alpha, support, onehot, 2.0, 1.0, 0.5)
+    torch.testing.assert_close(primal, support.shape[1] - dual, rtol=1e-10, atol=0)
+    assert float(info.residual.max()) < 1e-10
+
+
+def test_sparsity_grows_with_lambda1():
+    support, labels = episode(4, 5, 5, 40, seed=3)
+    sparsity = []
+    for lambda1 in (0.0, 1.0, 4.0, 8.0):
+        head = GroupLassoSVMHead(lambda1, 1.0, 1.0)
+        head.solve(support, labels, 5)
+        sparsity.append(float(head.last_info.sparsity.mean()))
+    assert sparsity[0] == 0.0
+    assert sparsity == sorted(sparsity) and sparsity[-1] > 0.5
+
+
+@pytest.mark.parametrize(("lambda1", "lambda2", "dual_reg"), SETTINGS)
+def test_native_gradient_matches_finite_differences(lambda1, lambda2, dual_reg):
+    support, labels = episode(2, 5, 2, 8, seed=4)
+    generator = torch.Generator().manual_seed(5)
+    query = torch.randn(2, 7, 8, generator=generator, dtype=torch.float64)
+    head = GroupLassoSVMHead(lambda1, lambda2, dual_reg, learn_scale=False, **TIGHT)
+
+    def loss(x):
+        return torch.nn.functional.cross_entropy(head(query, x, labels, 5).flatten(0, 1),
+                                                 torch.arange(7).repeat(2) % 5)
+
+    x = support.clone().requires_grad_(True)
+    loss(x).backward()
+    if lambda1 == 3.0:
+        assert int(head.last_info.active.min()) < 8, "this setting must exercise a sparse solution"
+    for seed in range(2):
+        direction = torch.randn(support.shape, generator=torch.Generator().manual_seed(seed),
+                                dtype=torch.float64)
+        analytic = float((x.grad * direction).sum())
+        assert abs(analytic - directional_fd(loss, (support,), (direction,))) <= 1e-3 * abs(analytic) + 1e-9
+
+
+def test_gradient_flows_to_query_and_scale():
+    support, labels = episode(2, 5, 2, 8, seed=6)
+    query = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
+    head = GroupLassoSVMHead(1.0, 1.0, 1.0).double()
+    head(query, support, labels, 5).sum().backward()
+    assert query.grad.abs().sum() > 0 and head.scale.grad is not None
+
+
+def test_svm_head_is_the_lambda1_zero_case_and_metaoptnet_qp():
+    import cvxpy as cp
+
+    support, labels = episode(2, 5, 3, 10, seed=7)
+    svm = SVMHead(C=0.1, **TIGHT).solve(support, labels, 5)
+    group = GroupLassoSVMHead(0.0, 10.0, 1.0, **TIGHT).solve(support, labels, 5)
+    torch.testing.assert_close(svm, group)
+    # MetaOptNet's QP: min 1/2 a^T (K (x) I + 1.0 I) a - <Y, a>  s.t.  a <= C Y, sum_k a_ik = 0
+    for b in range(2):
+        x = support[b].numpy()
+        y = np.eye(5)[labels[b].numpy()]
+        alpha = cp.Variable((15, 5))
+        objective = (0.5 * cp.sum_squares(x.T @ alpha) + 0.5 * cp.sum_squares(alpha)
+                     - cp.sum(cp.multiply(y, alpha)))
+        cp.Problem(cp.Minimize(objective), [alpha <= 0.1 * y, cp.sum(alpha, axis=1) == 0]).solve(
+            solver=cp.CLARABEL, tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        assert relative_error(svm[b], x.T @ alpha.value) < 1e-5
+
+
+@pytest.mark.parametrize(("lambda1", "lambda2", "dual_reg"), [(0.0, 10.0, 1.0), (3.0, 1.0, 0.5)])
+def test_cvxpylayers_backend_matches_reference_and_native_gradients(lambda1, lambda2, dual_reg):
+    support, labels = episode(2, 5, 2, 8, seed=8)
+    query = torch.randn(2, 6, 8, dtype=torch.float64)
+    grads, weights = {}, {}
+    for solver in ("native", "cvxpylayers"):
+        head = GroupLassoSVMHead(lambda1, lambda2, dual_reg, solver=solver, **TIGHT)
+        x = support.clone().requires_grad_(True)
+        weights[solver] = head.solve(x, labels, 5)
+        (query @ weights[solver]).pow(2).sum().backward()
+        grads[solver] = x.grad
+        assert bool(head.last_info.converged.all()) and float(head.last_info.residual.max()) < 1e-6
+    reference = reference_svm_weights(support, labels, 5, lambda1, lambda2, dual_reg)
+    assert relative_error(weights["cvxpylayers"], reference) < 1e-4
+    assert relative_error(grads["cvxpylayers"], grads["native"]) < 1e-3
+
+
+def test_cvxpylayers_backend_accepts_the_unsmoothed_hinge():
+    support, labels = episode(1, 3, 2, 5, seed=9)
+    weights = GroupLassoSVMHead(0.5, 1.0, 0.0, solver="cvxpylayers").solve(support, labels, 3)
+    reference = reference_svm_weights(support, labels, 3, 0.5, 1.0, 0.0)
+    assert relative_error(weights, reference) < 1e-4
+
+
+def test_lambda1_at_or_above_lambda_max_gives_zero_weights_and_zero_gradient():
+    support, labels = episode(2, 5, 2, 8, seed=10)
+    x = support.clone().requires_grad_(True)
+    head = GroupLassoSVMHead(1e4, 1.0, 1.0)
+    logits = head(torch.randn(2, 3, 8, dtype=torch.float64), x, labels, 5)
+    logits.sum().backward()
+    assert bool((head.last_info.sparsity == 1).all())
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_duplicate_support_points_and_zero_features_stay_finite():
+    support, labels = episode(1, 3, 2, 6, seed=11)
+    support = torch.cat([support, support], dim=1)  # every support point twice
+    labels = torch.cat([labels, labels], dim=1)
+    support[..., 2] = 0.0  # a dead feature
+    x = support.clone().requires_grad_(True)
+    for lambda1 in (0.0, 0.5):
+        x.grad = None
+        head = GroupLassoSVMHead(lambda1, 1.0, 1.0)
+        weights = head.solve(x, labels, 3)
+        weights.sum().backward()
+        assert bool(torch.isfinite(weights).all() and torch.isfinite(x.grad).all())
+        assert torch.equal(weights[0, 2], torch.zeros(3, dtype=torch.float64))
+
+
+def test_early_stopped_mode_runs_fixed_iterations_without_warning():
+    support, labels = episode(2, 5, 3, 16, seed=12)
+    head = GroupLassoSVMHead(0.5, 10.0, 1.0, max_iter=5, tol=None)
+    x = support.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        head.solve(x, labels, 5).sum().backward()
+    info = head.last_info
+    assert info.fixed_iterations and not bool(info.converged.any())
+    assert info.iterations.tolist() == [5, 5] and bool((info.residual > 0).all())
+    assert bool(torch.isfinite(x.grad).all())
+
+
+def test_non_convergence_warns_with_diagnostics():
+    support, labels = episode(2, 5, 3, 16, seed=13)
+    head = GroupLassoSVMHead(0.5, 10.0, 1.0, max_iter=3, tol=1e-10)
+    with pytest.warns(ConvergenceWarning, match=r"2/2 tasks did not reach tol=1e-10 in max_iter=3"):
+        head.solve(support, labels, 5)
+    assert not bool(head.last_info.converged.any())
+
+
+def test_float32_inputs_give_float32_outputs_and_agree_with_float64():
+    support, labels = episode(3, 5, 5, 32, seed=14)
+    query = torch.randn(3, 10, 32, dtype=torch.float64)
+    head = GroupLassoSVMHead(1.0, 10.0, 1.0, tol=1e-6)
+    logits64 = head(query, support, labels, 5)
+    logits32 = head(query.float(), support.float(), labels, 5)
+    assert logits32.dtype == torch.float32
+    assert relative_error(logits32.double(), logits64) < 1e-3
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"lambda1": -1.0}, "lambda1 must be >= 0"),
+    ({"lambda2": 0.0}, "lambda2 must be > 0"),
+    ({"dual_reg": 0.0}, "dual_reg must be > 0 for the native solver"),
+    ({"max_iter": 0}, "max_iter must be a positive int"),
+    ({"tol": -1.0}, "tol must be > 0 or None"),
+    ({"solver": "qpth"}, "solver must be one of"),
+])
+def test_bad_options_are_rejected_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GroupLassoSVMHead(**kwargs)
