@@ -13,6 +13,7 @@ from metasparse.solvers import ConvergenceWarning
 from metasparse.solvers.group_lasso_svm import (
     GroupLassoSVM,
     svm_dual_objective,
+    svm_lambda1_max,
     svm_primal_objective,
 )
 
@@ -32,6 +33,19 @@ def test_native_solution_matches_cvxpy_reference(lambda1, lambda2, dual_reg):
     ref_active = (ref_norms > 1e-6 * ref_norms.max(axis=-1, keepdims=True)).sum(-1)
     assert head.last_info.active.tolist() == ref_active.tolist()
     assert bool(head.last_info.converged.all())
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.02])
+def test_working_set_solution_matches_reference_when_d_is_large(ratio):
+    support, labels = episode(2, 5, 2, 300, seed=16)
+    support = torch.relu(support)  # backbone-like features, the ill-conditioned case
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    lambda1 = ratio * float(svm_lambda1_max(support, onehot, 10.0, 1.0).min())
+    head = GroupLassoSVMHead(lambda1, 10.0, 1.0, **TIGHT)
+    weights = head.solve(support, labels, 5)
+    active = head.last_info.active
+    assert bool((active < 300).all()) and (ratio > 0.1 or bool((active > 64).all())), active
+    assert relative_error(weights, reference_svm_weights(support, labels, 5, lambda1, 10.0, 1.0)) < 1e-4
 
 
 def test_strong_duality_holds_at_the_solution():
@@ -77,6 +91,26 @@ def test_native_gradient_matches_finite_differences(lambda1, lambda2, dual_reg):
                                 dtype=torch.float64)
         analytic = float((x.grad * direction).sum())
         assert abs(analytic - directional_fd(loss, (support,), (direction,))) <= 1e-3 * abs(analytic) + 1e-9
+
+
+def test_native_gradient_matches_finite_differences_on_a_working_set():
+    support, labels = episode(2, 5, 3, 120, seed=17)
+    support = torch.relu(support)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    lambda1 = 0.2 * float(svm_lambda1_max(support, onehot, 10.0, 1.0).min())
+    generator = torch.Generator().manual_seed(18)
+    query = torch.relu(torch.randn(2, 6, 120, generator=generator, dtype=torch.float64))
+    head = GroupLassoSVMHead(lambda1, 10.0, 1.0, learn_scale=False, **TIGHT)
+
+    def loss(x):
+        return head(query, x, labels, 5).logsumexp(-1).sum()
+
+    x = support.clone().requires_grad_(True)
+    loss(x).backward()
+    assert 0 < int(head.last_info.active.max()) < 120
+    direction = torch.randn(support.shape, generator=torch.Generator().manual_seed(19), dtype=torch.float64)
+    analytic = float((x.grad * direction).sum())
+    assert abs(analytic - directional_fd(loss, (support,), (direction,))) <= 1e-3 * abs(analytic)
 
 
 def test_gradient_flows_to_query_and_scale():
@@ -128,6 +162,18 @@ def test_cvxpylayers_backend_accepts_the_unsmoothed_hinge():
     weights = GroupLassoSVMHead(0.5, 1.0, 0.0, solver="cvxpylayers").solve(support, labels, 3)
     reference = reference_svm_weights(support, labels, 3, 0.5, 1.0, 0.0)
     assert relative_error(weights, reference) < 1e-4
+
+
+@pytest.mark.parametrize(("lambda2", "dual_reg"), [(10.0, 1.0), (1.0, 0.5), (0.5, 1.0)])
+def test_lambda1_max_is_the_threshold_of_the_zero_solution(lambda2, dual_reg):
+    support, labels = episode(3, 5, 2, 10, seed=15)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    lambda_max = svm_lambda1_max(support, onehot, lambda2, dual_reg)
+    for b in range(3):
+        above = GroupLassoSVM(float(lambda_max[b]) * 1.001, lambda2, dual_reg, **TIGHT)
+        below = GroupLassoSVM(float(lambda_max[b]) * 0.98, lambda2, dual_reg, **TIGHT)
+        assert bool((above.solve(support[b:b + 1], onehot[b:b + 1])[0] == 0).all())
+        assert bool((below.solve(support[b:b + 1], onehot[b:b + 1])[0] != 0).any())
 
 
 def test_lambda1_at_or_above_lambda_max_gives_zero_weights_and_zero_gradient():

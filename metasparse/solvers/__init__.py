@@ -2,7 +2,7 @@
 
 from metasparse.solvers.diagnostics import ConvergenceWarning, SolverInfo, row_sparsity
 from metasparse.solvers.fista import fista
-from metasparse.solvers.group_lasso_svm import GroupLassoSVM, svm_primal_weights
+from metasparse.solvers.group_lasso_svm import GroupLassoSVM, svm_lambda1_max, svm_primal_weights
 from metasparse.solvers.lasso import GroupLasso, group_lasso_lambda_max
 from metasparse.solvers.prox import block_soft_threshold, project_simplex, soft_threshold
 
@@ -17,5 +17,6 @@ __all__ = [
     "project_simplex",
     "row_sparsity",
     "soft_threshold",
+    "svm_lambda1_max",
     "svm_primal_weights",
 ]

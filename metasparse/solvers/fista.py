@@ -31,7 +31,8 @@ def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
           prox: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], step: torch.Tensor,
           gap: Callable[[torch.Tensor], torch.Tensor], max_iter: int, tol: float | None,
-          check_every: int = 10) -> FistaResult:
+          check_every: int = 10,
+          refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> FistaResult:
     r"""Minimise :math:`f(x) + g(x)` for a batch of independent problems.
 
     Iterates :math:`x_{t+1} = \mathrm{prox}_{s g}(y_t - s \nabla f(y_t))` with Nesterov momentum,
@@ -49,6 +50,8 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         tol: Stop a task once its gap is at most ``tol``. ``None`` runs exactly ``max_iter``
             iterations (early-stopped mode) and evaluates the gap once at the end.
         check_every: Iterations between two gap evaluations.
+        refine: Optional ``(x, unconverged (B,) bool) -> x'`` called before each gap evaluation, e.g. a
+            safeguarded Newton step; tasks it moves restart their momentum from the new point.
 
     Returns:
         A :class:`FistaResult`; ``residual`` is the gap at ``solution``.
@@ -72,6 +75,12 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         y = x_new + _per_task(beta, x0) * (x_new - x)
         x = x_new
         if tol is not None and it % check_every == 0:
+            if refine is not None:
+                refined = refine(x, ~converged)
+                moved = (refined != x).flatten(1).any(dim=1)
+                momentum = torch.where(moved, 1.0, momentum)
+                x = refined
+                y = torch.where(_per_task(moved, x0), refined, y)
             residual = gap(x)
             newly = (residual <= tol) & ~converged
             iterations = torch.where(newly, it, iterations)

@@ -66,7 +66,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> project_simplex(torch.tensor([[0.5, 0.5, 1.0], [2.0, 0.0, 0.0]]))
-        tensor([[0.2500, 0.2500, 0.5000],
+        tensor([[0.1667, 0.1667, 0.6667],
                 [1.0000, 0.0000, 0.0000]])
     """
     k = v.shape[-1]
