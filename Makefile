@@ -17,7 +17,7 @@ demo: $(READY)
 test: $(READY)
 	$(VENV)/bin/ruff check metasparse tests benchmarks
 	$(PY) -m pytest
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 setup: $(READY)
 

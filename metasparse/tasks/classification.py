@@ -9,6 +9,7 @@ import torch
 from metasparse._optional import require
 
 if TYPE_CHECKING:
+    from learn2learn.data import Taskset
     from torch.utils.data import Dataset
 
 __all__ = ["Episode", "classification_taskset", "sample_episodes", "split_support_query"]
@@ -28,7 +29,7 @@ class Episode(NamedTuple):
 
 
 def classification_taskset(dataset: Dataset, n_way: int, n_shot: int, n_query: int,
-                           num_tasks: int = -1, labels_to_indices: dict | None = None):
+                           num_tasks: int = -1, labels_to_indices: dict | None = None) -> Taskset:
     """A learn2learn ``Taskset`` of ``n_way``-way episodes with ``n_shot + n_query`` items per class.
 
     Args:
@@ -91,7 +92,7 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
     return Episode(data[support_idx], labels[support_idx], data[query_idx], labels[query_idx])
 
 
-def sample_episodes(taskset, batch_size: int, n_way: int, n_shot: int) -> Episode:
+def sample_episodes(taskset: Taskset, batch_size: int, n_way: int, n_shot: int) -> Episode:
     """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched :class:`Episode`."""
     episodes = [split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
                 for _ in range(batch_size)]
