@@ -31,6 +31,7 @@ from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
 from metasparse.solvers.fista import FistaResult, fista
+from metasparse.solvers.linear_solve import solve_spd_with_row_sums
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
 
 __all__ = [
@@ -274,7 +275,7 @@ class GroupLassoSVM:
             free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
             support64, onehot64 = support.double(), onehot.double()
             hessian = _dual_hessian(support64, (support_t @ (onehot - alpha)).double(), self)
-            step = _solve_on_face(hessian, free, -grad.double()).to(alpha.dtype)
+            step = solve_spd_with_row_sums(hessian, free, -grad.double()).to(alpha.dtype)
             current = self._dual(alpha.double(), support64, onehot64)
             # accept the largest fraction that does not increase D beyond float64 rounding: near the
             # optimum the full step is exact, and values that agree to 1e-16 must not reject it
@@ -358,35 +359,6 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM)
     return (hessian + solver.dual_reg * eye) / solver.lambda2
 
 
-def _solve_on_face(hessian: torch.Tensor, free: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    r"""Solve :math:`H u = r` for u supported on ``free`` with zero sums per row, rows i = samples.
-
-    This is the KKT system :math:`[H_F\ E; E^\top\ 0][u; \mu] = [r_F; 0]` of the face F of the
-    simplices; entries outside F are pinned to zero by identity rows.
-
-    Args:
-        hessian: (B, nK, nK) symmetric positive definite.
-        free: (B, n, K) bool, the entries that may move; each row needs at least one.
-        rhs: (B, n, K).
-
-    Returns:
-        (B, n, K) solution, zero outside ``free``.
-    """
-    batch, n, k = free.shape
-    dtype, device = hessian.dtype, hessian.device
-    free_flat = free.reshape(batch, n * k)
-    eye = torch.eye(n * k, dtype=dtype, device=device)
-    pinned = torch.where(free_flat[:, :, None] & free_flat[:, None, :], hessian, eye)
-    sums = free.to(dtype)[:, :, :, None] * torch.eye(n, dtype=dtype, device=device)[None, :, None, :]
-    sums = sums.reshape(batch, n * k, n)
-    kkt = torch.cat([torch.cat([pinned, sums], dim=2),
-                     torch.cat([sums.transpose(1, 2), torch.zeros(batch, n, n, dtype=dtype, device=device)],
-                               dim=2)], dim=1)
-    rhs = torch.cat([(rhs * free).reshape(batch, n * k), torch.zeros(batch, n, dtype=dtype, device=device)],
-                    dim=1)
-    return torch.linalg.solve(kkt, rhs)[:, : n * k].reshape(batch, n, k)
-
-
 def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, solver: GroupLassoSVM,
               grad_alpha: torch.Tensor) -> torch.Tensor:
     r"""Vector-Jacobian product of :math:`\alpha^\star(X)` by the implicit function theorem.
@@ -398,7 +370,7 @@ def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, 
     x, a, y = support.double(), alpha.double(), onehot.double()
     residual = y - a
     hessian = _dual_hessian(x, x.transpose(1, 2) @ residual, solver)
-    u = _solve_on_face(hessian, a > 0, grad_alpha.double())
+    u = solve_spd_with_row_sums(hessian, a > 0, grad_alpha.double())
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         kernel_term = x @ block_soft_threshold(x.transpose(1, 2) @ residual, solver.lambda1)

@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
 from metasparse.solvers.fista import fista
+from metasparse.solvers.linear_solve import solve_spd
 from metasparse.solvers.prox import block_soft_threshold
 
 __all__ = ["GroupLasso", "group_lasso_lambda_max", "group_lasso_relative_gap"]
@@ -179,7 +180,7 @@ def _group_lasso_vjp(features: torch.Tensor, targets: torch.Tensor, weights: tor
     jitter = 1e-12 * hessian.diagonal(dim1=1, dim2=2).amax(dim=-1).clamp_min(1.0)
     hessian = hessian + jitter[:, None, None] * torch.eye(width * k, dtype=phi.dtype, device=phi.device)
     rhs = grad_weights.double().gather(1, rows[..., None].expand(batch, width, k)) * is_active[..., None]
-    u_active = torch.linalg.solve(hessian, rhs.reshape(batch, width * k)).reshape(batch, width, k)
+    u_active = solve_spd(hessian, rhs.reshape(batch, width * k)).reshape(batch, width, k)
     u_active = u_active * is_active[..., None]
     u = torch.zeros_like(w).scatter(1, rows[..., None].expand(batch, width, k), u_active)
     residual = phi @ w - y
