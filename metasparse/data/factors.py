@@ -1,7 +1,7 @@
 """The 3D Shapes factor grid and conversions between flat indices, factor indices and factor values.
 
 The grid is exactly the one of DeepMind's ``3dshapes.h5``: six factors, flat index in C order over
-:data:`FACTOR_SIZES` (``orientation`` varies fastest), so flat index ``i`` here is row ``i`` of the
+`FACTOR_SIZES` (``orientation`` varies fastest), so flat index ``i`` here is row ``i`` of the
 real file.
 
 Example:
@@ -53,11 +53,11 @@ def factor_values(name: str) -> torch.Tensor:
     """The values one factor takes, in index order.
 
     Args:
-        name: One of :data:`FACTOR_NAMES`.
+        name: One of `FACTOR_NAMES`.
 
     Returns:
         float64 tensor of ``FACTOR_SIZES[k]`` values (hues in [0, 0.9], scale in [0.75, 1.25], shape
-        0..3 for :data:`SHAPE_NAMES`, orientation in [-30, 30] degrees).
+        0..3 for `SHAPE_NAMES`, orientation in [-30, 30] degrees).
 
     Example:
         >>> factor_values("scale")[[0, -1]].tolist()

@@ -45,7 +45,7 @@ def split_classes(num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
         seed: Seed of the permutation; the same seed gives the same splits on every machine.
 
     Returns:
-        ``{split: int64 tensor of class ids}`` for each of :data:`SPLITS`.
+        ``{split: int64 tensor of class ids}`` for each of `SPLITS`.
 
     Example:
         >>> {name: len(ids) for name, ids in split_classes(320).items()}

@@ -382,7 +382,7 @@ class Shapes3DRenderer:
 
     Args:
         device: Device of the coverage maps and of the returned images.
-        cache: ``False``: no file; ``True``: a file in :func:`default_cache_dir`; a path: a file in that
+        cache: ``False``: no file; ``True``: a file in `default_cache_dir`; a path: a file in that
             directory.
 
     Example:
@@ -405,7 +405,7 @@ class Shapes3DRenderer:
 
     @property
     def coverage_maps(self) -> torch.Tensor:
-        """int16 (480, 3, 64, 64) coverage maps (see :func:`build_coverage_maps`), built on first access."""
+        """int16 (480, 3, 64, 64) coverage maps (see `build_coverage_maps`), built on first access."""
         if self._maps is None:
             maps = _load_cached(self.cache_file) if self.cache_file is not None else None
             if maps is None:
@@ -420,10 +420,10 @@ class Shapes3DRenderer:
 
         Args:
             indices: 1-D int64 tensor of flat indices in ``[0, 480000)`` (not checked here; see
-                :meth:`metasparse.data.Shapes3D.images` for the checked entry point).
+                `metasparse.data.Shapes3D.images` for the checked entry point).
 
         Returns:
-            uint8 tensor (N, 64, 64, 3) on :attr:`device`.
+            uint8 tensor (N, 64, 64, 3) on `device`.
         """
         indices = torch.as_tensor(indices, device=self.device).long().reshape(-1)
         images = torch.empty((indices.shape[0], IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8,

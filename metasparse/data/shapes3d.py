@@ -1,7 +1,7 @@
 """The 3D Shapes dataset: DeepMind's ``3dshapes.h5`` when you have it, the procedural renderer otherwise.
 
 Both sources have the same interface, the same 480,000 indices and the same factor grid (see
-:mod:`metasparse.data.factors`).
+`metasparse.data.factors`).
 
 Example:
     >>> ds = Shapes3D()                       # procedural renderer, no download
@@ -156,16 +156,16 @@ class Shapes3DFile:
 class Shapes3D(Dataset):
     """3D Shapes: 480,000 images 64x64x3 with six known factors, from the real file or the renderer.
 
-    ``Shapes3D()`` renders the images procedurally (:class:`~metasparse.data.render.Shapes3DRenderer`);
+    ``Shapes3D()`` renders the images procedurally (`metasparse.data.render.Shapes3DRenderer`);
     ``Shapes3D(path="3dshapes.h5")`` reads DeepMind's file. Index ``i`` is row ``i`` of the real file,
     with the same factor values.
 
     Args:
         path: The real ``3dshapes.h5``; ``None`` uses the renderer.
         in_memory: With ``path``: read all images into memory (5.9 GB) instead of on demand.
-        device: Where :meth:`images` and items are returned (and, for the renderer, computed).
+        device: Where `images` and items are returned (and, for the renderer, computed).
         cache: Renderer only: ``True`` keeps its coverage maps in a file under
-            :func:`~metasparse.data.render.default_cache_dir`, a path keeps it in that directory.
+            `metasparse.data.render.default_cache_dir`, a path keeps it in that directory.
 
     Attributes:
         factor_names: ``("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")``.
@@ -217,7 +217,7 @@ class Shapes3D(Dataset):
             indices: Integer array-like (int, list, numpy array or tensor) of values in ``[0, 480000)``.
 
         Returns:
-            uint8 tensor (N, 64, 64, 3) on :attr:`device`, N = number of indices.
+            uint8 tensor (N, 64, 64, 3) on `device`, N = number of indices.
 
         Raises:
             IndexError: An index is out of range.

@@ -1,7 +1,7 @@
 """The synthetic generalisation experiment: disentangled + sparse vs entangled, lasso vs ridge.
 
 For each task sparsity ``l / m`` and seed, one sparse linear task is drawn
-(:func:`metasparse.tasks.sparse_linear.make_sparse_linear_task`), with one pool of training samples and
+(`metasparse.tasks.sparse_linear.make_sparse_linear_task`), with one pool of training samples and
 one large test set. Lasso, ridge and least squares are fitted on the first ``n`` training samples, seen
 through the disentangled representation (the true factors) and through an entangled one (the factors
 rotated by a random orthogonal matrix), and scored by test R^2. Every predictor and both representations
@@ -10,7 +10,7 @@ spread.
 
 Regularisation is chosen on the training samples only: ``LassoCV`` with its default path of 100 values
 and ``min(5, n)``-fold cross-validation, ``RidgeCV`` by efficient leave-one-out over
-:data:`RIDGE_ALPHAS`. Least squares is ``LinearRegression``, the minimum-norm interpolant when the
+`RIDGE_ALPHAS`. Least squares is ``LinearRegression``, the minimum-norm interpolant when the
 centred design has fewer rows than columns.
 
 Example:
@@ -84,7 +84,7 @@ class SyntheticConfig:
         n_train: Training-set sizes, each at least 2.
         seeds: Number of seeds (tasks) per sparsity, at least 2 so that a standard error exists.
         n_test: Test samples per task.
-        noise: Noise-to-signal ratio of standard deviations (see :mod:`metasparse.tasks.sparse_linear`).
+        noise: Noise-to-signal ratio of standard deviations (see `metasparse.tasks.sparse_linear`).
 
     Example:
         >>> SyntheticConfig(m=50, sparsities=(0.1,), n_train=(20, 40), seeds=3).n_train
@@ -142,7 +142,7 @@ def make_predictor(predictor: Predictor, n: int) -> Any:
         n: Number of training samples it will be fitted on (caps the number of lasso CV folds).
 
     Returns:
-        ``LassoCV``, ``RidgeCV`` (leave-one-out over :data:`RIDGE_ALPHAS`) or ``LinearRegression``.
+        ``LassoCV``, ``RidgeCV`` (leave-one-out over `RIDGE_ALPHAS`) or ``LinearRegression``.
 
     Raises:
         ValueError: For an unknown predictor.
@@ -211,7 +211,7 @@ def run_experiment(config: SyntheticConfig, progress: bool = True) -> list[dict[
         progress: Show a tqdm bar over the (sparsity, seed) cells.
 
     Returns:
-        Records as described in :func:`summarise`.
+        Records as described in `summarise`.
 
     Example:
         >>> records = run_experiment(SyntheticConfig.quick(), progress=False)  # doctest: +SKIP
@@ -269,7 +269,7 @@ def write_results(records: list[dict[str, Any]], config: SyntheticConfig, out_di
     failed plot leaves the previous results in place.
 
     Args:
-        records: From :func:`run_experiment`.
+        records: From `run_experiment`.
         config: The configuration that produced them.
         out_dir: Created if missing.
 
@@ -313,11 +313,11 @@ def plot_results(records: list[dict[str, Any]], config: SyntheticConfig, path: s
     """Save the figure: one panel per sparsity, test R^2 (mean ± s.e.m.) against n.
 
     One line per (representation, predictor): colour for the predictor, thick solid for disentangled, thin
-    dashed for entangled. The y-axis is clipped to :data:`Y_LIMITS`; means below it are listed inside the
+    dashed for entangled. The y-axis is clipped to `Y_LIMITS`; means below it are listed inside the
     panel. A dotted line marks the noise ceiling ``1 / (1 + noise^2)`` and a vertical one ``n = m``.
 
     Args:
-        records: From :func:`run_experiment`.
+        records: From `run_experiment`.
         config: Gives m, the seeds and the noise level for the annotations.
         path: PNG file to write.
 
@@ -365,7 +365,7 @@ def format_table(records: list[dict[str, Any]], n_values: Sequence[int] | None =
     and representation.
 
     Args:
-        records: From :func:`run_experiment`.
+        records: From `run_experiment`.
         n_values: Keep only these n (default: all).
 
     Returns:
@@ -392,7 +392,7 @@ def format_table(records: list[dict[str, Any]], n_values: Sequence[int] | None =
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``metasparse synthetic`` options to ``parser``.
 
-    Unset options take their value from :class:`SyntheticConfig` (or from its ``quick()`` variant with
+    Unset options take their value from `SyntheticConfig` (or from its ``quick()`` variant with
     ``--quick``).
 
     Example:
@@ -421,7 +421,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
-    """The configuration selected by parsed :func:`add_arguments` options.
+    """The configuration selected by parsed `add_arguments` options.
 
     Raises:
         ValueError: With the offending option named, for invalid values.

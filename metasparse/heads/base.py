@@ -14,7 +14,7 @@ __all__ = ["EpisodicHead"]
 class EpisodicHead(nn.Module):
     """Base class of the classification heads, batched over episodes.
 
-    Subclasses implement :meth:`_solve` (and :meth:`_scores` when the scores are not ``query @ W``).
+    Subclasses implement `_solve` (and `_scores` when the scores are not ``query @ W``).
     Two calling conventions are supported:
 
     * MetaOptNet's: ``logits = head(query, support, support_labels, n_way, n_shot=None)``;
@@ -50,7 +50,7 @@ class EpisodicHead(nn.Module):
     def solve(self, support: torch.Tensor, support_labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """Fit the base learner; return its weights, (B, d, n_way) or (d, n_way), differentiable.
 
-        Diagnostics of the fit are in :attr:`last_info`.
+        Diagnostics of the fit are in `last_info`.
         """
         support, labels, unbatched = check_classification_support(support, support_labels, n_way)
         weights = self._solve(support, labels, n_way)

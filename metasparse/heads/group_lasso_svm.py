@@ -5,26 +5,29 @@ from __future__ import annotations
 import torch
 
 from metasparse.heads.base import EpisodicHead
+from metasparse.heads.validation import check_classification_support
 from metasparse.solvers.cvxpy_problems import CvxpyLayerRunner, group_lasso_svm_problem
 from metasparse.solvers.diagnostics import SolverInfo, warn_if_not_converged
 from metasparse.solvers.group_lasso_svm import (
     GroupLassoSVM,
     check_svm_parameters,
     svm_dual_point,
+    svm_lambda1_max,
     svm_relative_gap,
 )
 
 __all__ = ["SOLVERS", "GroupLassoSVMHead", "SVMHead"]
 
 SOLVERS = ("native", "cvxpylayers")
+"""The backends a head can be built with."""
 
 
 class GroupLassoSVMHead(EpisodicHead):
     r"""MetaOptNet-style head whose base learner is a group-lasso multiclass SVM.
 
-    Fits, per episode, :math:`\min_W \sum_i \ell_\varepsilon(W^\top x_i; y_i)
-    + \frac{\lambda_2}{2}\|W\|_F^2 + \lambda_1 \sum_j \|W_{j,:}\|_2` with
-    :math:`\varepsilon = \mathrm{dual\_reg}/\lambda_2` (see :mod:`metasparse.solvers.group_lasso_svm`),
+    Fits, per episode, $\min_W \sum_i \ell_\varepsilon(W^\top x_i; y_i) +
+    \frac{\lambda_2}{2}\|W\|_F^2 + \lambda_1 \sum_j \|W_{j,:}\|_2$ with
+    $\varepsilon = \mathrm{dual\_reg}/\lambda_2$ (see `metasparse.solvers.group_lasso_svm`),
     so each task uses few features; logits are ``scale * query @ W``. With ``lambda1=0``,
     ``lambda2=1/C`` and ``dual_reg=1`` this is exactly MetaOptNet-SVM.
 
@@ -40,7 +43,7 @@ class GroupLassoSVMHead(EpisodicHead):
         learn_scale: Learnable logit scale, as in MetaOptNet.
         scale: Initial logit scale.
         solver_args: cvxpylayers ``solver_args``; defaults to
-            :data:`metasparse.solvers.cvxpy_problems.DEFAULT_SOLVER_ARGS` (tight SCS, ``mode="lsmr"``).
+            `metasparse.solvers.cvxpy_problems.DEFAULT_SOLVER_ARGS` (tight SCS, ``mode="lsmr"``).
 
     Example:
         >>> head = GroupLassoSVMHead(lambda1=0.1, lambda2=10.0)
@@ -69,6 +72,19 @@ class GroupLassoSVMHead(EpisodicHead):
         return (f"lambda1={self.lambda1}, lambda2={self.lambda2}, dual_reg={self.dual_reg}, "
                 f"solver={self.solver!r}")
 
+    def lambda1_max(self, support: torch.Tensor, support_labels: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Per episode, the smallest ``lambda1`` at which this head's weights are all zero.
+
+        See `metasparse.solvers.svm_lambda1_max`; useful to set ``lambda1`` as a fraction of it.
+
+        Returns:
+            (B,) tensor, or a 0-d tensor for an unbatched episode.
+        """
+        support, labels, unbatched = check_classification_support(support, support_labels, n_way)
+        onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
+        values = svm_lambda1_max(support, onehot, self.lambda2, self.dual_reg or 1e-12)
+        return values[0] if unbatched else values
+
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
         if self.solver == "native":
@@ -92,12 +108,18 @@ class GroupLassoSVMHead(EpisodicHead):
 
 
 class SVMHead(GroupLassoSVMHead):
-    """MetaOptNet-SVM: the Crammer-Singer SVM head, i.e. :class:`GroupLassoSVMHead` with ``lambda1=0``.
+    """MetaOptNet-SVM: the Crammer-Singer SVM head, i.e. `GroupLassoSVMHead` with ``lambda1=0``.
 
     Args:
         C: Inverse regularisation (MetaOptNet's ``C_reg=0.1``); ``lambda2 = 1 / C``.
         dual_reg: MetaOptNet's ``+1.0 * I`` on the QP's kernel.
-        solver, max_iter, tol, learn_scale, scale, solver_args: As in :class:`GroupLassoSVMHead`.
+        solver: ``"native"`` or ``"cvxpylayers"``, as in `GroupLassoSVMHead`.
+        max_iter: Native solver iteration cap.
+        tol: Native solver relative duality gap; ``None``: fixed iterations (MetaOptNet runs 3 QP
+            iterations at test time).
+        learn_scale: Learnable logit scale.
+        scale: Initial logit scale.
+        solver_args: cvxpylayers ``solver_args``.
 
     Example:
         >>> head = SVMHead(C=0.1)

@@ -20,18 +20,18 @@ _OUTPUT_SHAPES = {"single": lambda w: w[0, :, 0], "batch": lambda w: w[..., 0],
 class LassoHead(nn.Module):
     r"""Lasso regression fitted per task, differentiable in features and targets.
 
-    Solves :math:`\min_w \frac{1}{2n}\|\Phi w - y\|^2 + \lambda\|w\|_1` with
-    :math:`\lambda = \mathrm{lambda\_ratio} \cdot \|\Phi^\top y\|_\infty / n` (the ratio to
-    :math:`\lambda_{\max}`, taken without gradient, as in the paper's code). Multi-output targets (n, K)
-    use the group lasso :math:`\lambda \sum_j \|W_j\|_2` with
-    :math:`\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n`.
+    Solves $\min_w \frac{1}{2n}\|\Phi w - y\|^2 + \lambda\|w\|_1$ with
+    $\lambda = \mathrm{lambda\_ratio} \cdot \|\Phi^\top y\|_\infty / n$ (the ratio to
+    $\lambda_{\max}$, taken without gradient, as in the paper's code). Multi-output targets (n, K)
+    use the group lasso $\lambda \sum_j \|W_j\|_2$ with
+    $\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n$.
     No intercept. A ratio of 1 or more gives the all-zero solution and zero gradients.
 
     Args:
-        lambda_ratio: :math:`\lambda / \lambda_{\max}`, > 0.
+        lambda_ratio: $\lambda / \lambda_{\max}$, > 0.
         solver: ``"native"`` (batched FISTA, implicit gradients on the support) or ``"cvxpylayers"``.
         max_iter: Native solver iteration cap.
-        tol: Native solver duality gap relative to :math:`\|y\|^2/(2n)`; ``None``: fixed iterations.
+        tol: Native solver duality gap relative to $\|y\|^2/(2n)$; ``None``: fixed iterations.
         solver_args: cvxpylayers ``solver_args`` (defaults: tight SCS, ``mode="lsmr"``).
 
     Example:

@@ -13,8 +13,8 @@ __all__ = ["ProtoNetHead"]
 class ProtoNetHead(EpisodicHead):
     r"""Prototypical networks: logits are negative squared distances to the class means.
 
-    :math:`\mathrm{logit}_k(q) = -\|q - c_k\|^2 / d` with :math:`c_k` the mean support feature of class
-    k; the division by the feature dimension d is MetaOptNet's (``normalize=True``). :meth:`solve`
+    $\mathrm{logit}_k(q) = -\|q - c_k\|^2 / d$ with $c_k$ the mean support feature of class
+    k; the division by the feature dimension d is MetaOptNet's (``normalize=True``). `solve`
     returns the prototypes as the columns of a (B, d, n_way) tensor.
 
     Args:

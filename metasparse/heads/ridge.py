@@ -13,7 +13,7 @@ __all__ = ["RidgeHead"]
 class RidgeHead(EpisodicHead):
     r"""Ridge regression onto one-hot labels, solved in closed form through the kernel.
 
-    :math:`W = X^\top (X X^\top + \lambda I)^{-1} Y`, MetaOptNet-RR with :math:`\lambda = 50`.
+    $W = X^\top (X X^\top + \lambda I)^{-1} Y$, MetaOptNet-RR with $\lambda = 50$.
     Differentiated by autograd through a Cholesky solve; there is no iterative solver to configure.
 
     Args:

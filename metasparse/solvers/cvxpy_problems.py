@@ -1,8 +1,8 @@
 """DPP-compliant cvxpy problems for the heads, and a cvxpylayers runner that caches one layer per shape.
 
 The group-lasso SVM is written in its primal, independently of the native dual solver: the smoothed hinge
-is the inf-convolution :math:`\\ell_\\varepsilon(s) = \\min_t \\ell_0(s - t) + \\|t\\|^2 / (2\\varepsilon)`
-of the Crammer-Singer hinge :math:`\\ell_0`.
+is the inf-convolution $\\ell_\\varepsilon(s) = \\min_t \\ell_0(s - t) + \\|t\\|^2 / (2\\varepsilon)$
+of the Crammer-Singer hinge $\\ell_0$.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ __all__ = [
     "group_lasso_svm_problem",
 ]
 
-# Measured on group-lasso heads (docs/benchmarks.md): SCS's default eps=1e-4 never gives exact zeros and
-# diffcp's default backward (mode="lsqr") is off by up to 10%; tight SCS with mode="lsmr" matches finite
-# differences. One thread per pool is faster than the default on a 2-core machine.
 DEFAULT_SOLVER_ARGS: dict[str, object] = {
     "eps": 1e-9,
     "max_iters": 100_000,
@@ -33,6 +30,10 @@ DEFAULT_SOLVER_ARGS: dict[str, object] = {
     "n_jobs_forward": 1,
     "n_jobs_backward": 1,
 }
+"""cvxpylayers ``solver_args`` of the heads. Measured on group-lasso heads (docs/benchmarks.md): SCS's
+default ``eps=1e-4`` never gives exact zeros and diffcp's default backward (``mode="lsqr"``) is off by
+up to 10%; tight SCS with ``mode="lsmr"`` matches finite differences. One thread per pool is faster than
+the default on a 2-core machine."""
 # diffcp options of the derivative only; they must not reach the solver on a forward-only call
 _BACKWARD_ONLY_ARGS = ("mode", "n_jobs_backward")
 
@@ -90,7 +91,7 @@ class CvxpyLayerRunner:
 
     Args:
         build: ``key -> ParametrizedProblem``; called once per new key (shapes and constants).
-        solver_args: Passed to every layer call; defaults to :data:`DEFAULT_SOLVER_ARGS`.
+        solver_args: Passed to every layer call; defaults to `DEFAULT_SOLVER_ARGS`.
     """
 
     def __init__(self, build: Callable[..., ParametrizedProblem],

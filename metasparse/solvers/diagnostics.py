@@ -9,8 +9,8 @@ import torch
 
 __all__ = ["CVXPY_ZERO_ROW_RTOL", "ConvergenceWarning", "SolverInfo", "row_sparsity", "warn_if_not_converged"]
 
-# SCS solutions are never exactly sparse: a row of W counts as zero below this fraction of the largest.
 CVXPY_ZERO_ROW_RTOL = 1e-6
+"""SCS solutions are never exactly sparse: a row of W counts as zero below this fraction of the largest."""
 
 
 class ConvergenceWarning(UserWarning):
@@ -19,12 +19,14 @@ class ConvergenceWarning(UserWarning):
 
 @dataclass
 class SolverInfo:
-    """What one batched solve did, task by task.
+    r"""What one batched solve did, task by task.
 
     Attributes:
         iterations: (B,) iterations each task ran (where it first met ``tol``, else ``max_iter``).
         converged: (B,) whether each task met ``tol``. Always False in fixed-iteration mode.
-        residual: (B,) relative duality gap (primal - dual) / primal at the returned solution.
+        residual: (B,) how far the returned solution is from optimal, in the solver's own scale: for the
+            group-lasso SVM the relative duality gap (P - D) / P; for the lasso the duality gap over
+            $\|y\|^2 / (2n)$; for ridge the relative residual of its linear system; 0 for ProtoNet.
         active: (B,) number of feature rows of the weights that are not zero.
         sparsity: (B,) fraction of feature rows of the weights that are zero.
         tol: The tolerance asked for; ``None`` in fixed-iteration (early-stopped) mode.
@@ -96,6 +98,11 @@ def row_sparsity(weights: torch.Tensor, rtol: float = 0.0) -> tuple[torch.Tensor
 def warn_if_not_converged(info: SolverInfo, where: str) -> None:
     """Warn with diagnostics when some task of ``info`` missed its tolerance (not in fixed mode)."""
     if info.fixed_iterations or bool(info.converged.all()):
+        return
+    if info.solver == "cvxpylayers":
+        warnings.warn(f"{where}: SCS reported an inaccurate solution (worst relative duality gap "
+                      f"{float(info.residual.max()):.2e}); raise solver_args['max_iters'] or loosen "
+                      f"solver_args['eps']", ConvergenceWarning, stacklevel=3)
         return
     missed = int((~info.converged).sum())
     warnings.warn(

@@ -7,11 +7,14 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["FistaResult", "fista"]
+__all__ = ["STALL_RATIO", "FistaResult", "fista"]
+
+STALL_RATIO = 0.8
+"""A task stalls when its gap is above this fraction of its gap one check earlier."""
 
 
 class FistaResult(NamedTuple):
-    """Solution and per-task convergence record of :func:`fista`."""
+    """Solution and per-task convergence record of `fista`."""
 
     solution: torch.Tensor
     iterations: torch.Tensor
@@ -33,9 +36,9 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
           gap: Callable[[torch.Tensor], torch.Tensor], max_iter: int, tol: float | None,
           check_every: int = 10,
           refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> FistaResult:
-    r"""Minimise :math:`f(x) + g(x)` for a batch of independent problems.
+    r"""Minimise $f(x) + g(x)$ for a batch of independent problems.
 
-    Iterates :math:`x_{t+1} = \mathrm{prox}_{s g}(y_t - s \nabla f(y_t))` with Nesterov momentum,
+    Iterates $x_{t+1} = \mathrm{prox}_{s g}(y_t - s \nabla f(y_t))$ with Nesterov momentum,
     restarting the momentum of a task when it stops decreasing (O'Donoghue and Candès, 2015). Every
     ``check_every`` iterations the relative duality ``gap`` is evaluated and tasks below ``tol`` are
     frozen, so a task's result does not depend on the other tasks of its batch.
@@ -50,11 +53,12 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         tol: Stop a task once its gap is at most ``tol``. ``None`` runs exactly ``max_iter``
             iterations (early-stopped mode) and evaluates the gap once at the end.
         check_every: Iterations between two gap evaluations.
-        refine: Optional ``(x, unconverged (B,) bool) -> x'`` called before each gap evaluation, e.g. a
-            safeguarded Newton step; tasks it moves restart their momentum from the new point.
+        refine: Optional ``(x, stalled (B,) bool) -> x'``, e.g. a safeguarded Newton step, called at a
+            check for the tasks whose gap fell by less than half since the previous check; tasks it
+            moves restart their momentum from the new point.
 
     Returns:
-        A :class:`FistaResult`; ``residual`` is the gap at ``solution``.
+        A `FistaResult`; ``residual`` is the gap at ``solution``.
     """
     batch = x0.shape[0]
     step = _per_task(step, x0)
@@ -63,7 +67,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     momentum = torch.ones(batch, dtype=x0.dtype, device=x0.device)
     iterations = torch.full((batch,), max_iter, dtype=torch.long, device=x0.device)
     converged = torch.zeros(batch, dtype=torch.bool, device=x0.device)
-    residual = None
+    residual = previous = None
     for it in range(1, max_iter + 1):
         x_new = prox(y - step * gradient(y), step)
         if tol is not None:
@@ -75,13 +79,17 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         y = x_new + _per_task(beta, x0) * (x_new - x)
         x = x_new
         if tol is not None and it % check_every == 0:
-            if refine is not None:
-                refined = refine(x, ~converged)
-                moved = (refined != x).flatten(1).any(dim=1)
-                momentum = torch.where(moved, 1.0, momentum)
-                x = refined
-                y = torch.where(_per_task(moved, x0), refined, y)
             residual = gap(x)
+            if refine is not None and previous is not None:
+                stalled = (residual > tol) & (residual > STALL_RATIO * previous)
+                if bool(stalled.any()):
+                    refined = refine(x, stalled)
+                    moved = (refined != x).flatten(1).any(dim=1)
+                    momentum = torch.where(moved, 1.0, momentum)
+                    y = torch.where(_per_task(moved, x0), refined, y)
+                    x = refined
+                    residual = torch.where(moved, gap(x), residual)
+            previous = residual
             newly = (residual <= tol) & ~converged
             iterations = torch.where(newly, it, iterations)
             converged |= newly

@@ -1,25 +1,25 @@
 r"""Group-lasso multiclass SVM: batched dual solver with implicit differentiation.
 
-For support features :math:`X \in \mathbb{R}^{n \times d}` and one-hot labels :math:`Y`, the primal is
+For support features $X \in \mathbb{R}^{n \times d}$ and one-hot labels $Y$, the primal is
 
-.. math::
+$$
+\min_W \sum_i \ell_\varepsilon(W^\top x_i; y_i) + \frac{\lambda_2}{2}\|W\|_F^2
++ \lambda_1 \sum_j \|W_{j,:}\|_2, \qquad \varepsilon = \mathrm{dual\_reg} / \lambda_2,
+$$
 
-    \min_W \sum_i \ell_\varepsilon(W^\top x_i; y_i) + \frac{\lambda_2}{2}\|W\|_F^2
-        + \lambda_1 \sum_j \|W_{j,:}\|_2, \qquad \varepsilon = \mathrm{dual\_reg} / \lambda_2,
+with $\ell_\varepsilon(s; y) = \max_{a \in \Delta_K} \langle a - e_y, s\rangle + 1 - a_y -
+\frac{\varepsilon}{2}\|a - e_y\|^2$ (the Crammer-Singer hinge when $\varepsilon = 0$). Its dual is
 
-with :math:`\ell_\varepsilon(s; y) = \max_{a \in \Delta_K} \langle a - e_y, s\rangle + 1 - a_y
-- \frac{\varepsilon}{2}\|a - e_y\|^2` (the Crammer-Singer hinge when :math:`\varepsilon = 0`). Its dual is
+$$
+\min_{\alpha_i \in \Delta_K} D(\alpha) = \frac{1}{2\lambda_2}\|\mathrm{BST}(X^\top(Y - \alpha),
+\lambda_1)\|_F^2 + \frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|_F^2 + \langle Y, \alpha\rangle,
+$$
 
-.. math::
-
-    \min_{\alpha_i \in \Delta_K} D(\alpha) = \frac{1}{2\lambda_2}\|\mathrm{BST}(X^\top(Y - \alpha),
-    \lambda_1)\|_F^2 + \frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|_F^2 + \langle Y, \alpha\rangle,
-
-:math:`W = \mathrm{BST}(X^\top(Y - \alpha^\star), \lambda_1) / \lambda_2` and :math:`P^\star = n - D^\star`.
-The dual has :math:`nK` variables whatever :math:`d` is; it is solved by FISTA with projections onto
+$W = \mathrm{BST}(X^\top(Y - \alpha^\star), \lambda_1) / \lambda_2$ and $P^\star = n - D^\star$.
+The dual has $nK$ variables whatever $d$ is; it is solved by FISTA with projections onto
 the simplex and stopped on the relative duality gap. Gradients come from the implicit function
 theorem on the dual's optimality conditions restricted to the face of the simplices that holds
-:math:`\alpha^\star`, with a Hessian that involves only the active features (the non-zero rows of W).
+$\alpha^\star$, with a Hessian that involves only the active features (the non-zero rows of W).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ NEWTON_STEP_FRACTIONS = (1.0, 0.25, 1 / 16)
 
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
                        lambda1: float, lambda2: float) -> torch.Tensor:
-    r"""Primal weights from dual variables: :math:`W = \mathrm{BST}(X^\top(Y-\alpha), \lambda_1)/\lambda_2`.
+    r"""Primal weights from dual variables: $W = \mathrm{BST}(X^\top(Y-\alpha), \lambda_1)/\lambda_2$.
 
     Args:
         support: (B, n, d) support features.
@@ -70,11 +70,11 @@ def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch
 
 
 def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
-    r"""The maximiser :math:`a^\star` in :math:`\ell_\varepsilon(s; y)`, row by row.
+    r"""The maximiser $a^\star$ in $\ell_\varepsilon(s; y)$, row by row.
 
-    With :math:`c = s + 1 - e_y`: :math:`a^\star = \Pi_\Delta(e_y + c / \varepsilon)` for
-    :math:`\varepsilon > 0`, and the one-hot of :math:`\arg\max_k c_k` for :math:`\varepsilon = 0`.
-    At the optimum it equals :math:`\alpha^\star`, so it turns any W into a dual point.
+    With $c = s + 1 - e_y$: $a^\star = \Pi_\Delta(e_y + c / \varepsilon)$ for
+    $\varepsilon > 0$, and the one-hot of $\arg\max_k c_k$ for $\varepsilon = 0$.
+    At the optimum it equals $\alpha^\star$, so it turns any W into a dual point.
     """
     margins = scores + 1 - onehot
     if eps > 0:
@@ -122,12 +122,12 @@ def svm_relative_gap(weights: torch.Tensor, alpha: torch.Tensor, support: torch.
 
 def svm_lambda1_max(support: torch.Tensor, onehot: torch.Tensor, lambda2: float,
                     dual_reg: float) -> torch.Tensor:
-    r"""(B,) smallest :math:`\lambda_1` at which the group-lasso SVM's weights are all zero, no gradient.
+    r"""(B,) smallest $\lambda_1$ at which the group-lasso SVM's weights are all zero, no gradient.
 
-    With :math:`W = 0` the dual reduces to :math:`\frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|^2
-    + \langle Y, \alpha\rangle`, minimised by :math:`\alpha^0_i = \Pi_\Delta((1 - \lambda_2 /
-    \mathrm{dual\_reg})\, e_{y_i})`, and :math:`W = 0` is optimal iff every row of
-    :math:`X^\top(Y - \alpha^0)` has norm at most :math:`\lambda_1`. Requires ``dual_reg > 0``.
+    With $W = 0$ the dual reduces to $\frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|^2 +
+    \langle Y, \alpha\rangle$, minimised by $\alpha^0_i = \Pi_\Delta((1 - \lambda_2 /
+    \mathrm{dual\_reg})\, e_{y_i})$, and $W = 0$ is optimal iff every row of
+    $X^\top(Y - \alpha^0)$ has norm at most $\lambda_1$. Requires ``dual_reg > 0``.
 
     Example:
         >>> X = torch.randn(1, 10, 8); Y = torch.eye(5).repeat(1, 2, 1)
@@ -167,10 +167,12 @@ class GroupLassoSVM:
         tol: Stop a task when its relative duality gap is at most ``tol``; ``None`` runs exactly
             ``max_iter`` iterations (MetaOptNet's early stopping) and reports ``converged=False``.
         check_every: Iterations between two duality-gap evaluations.
-        newton: At each check, try a projected Newton step on the current face of the simplices and
-            keep it where it lowers the dual objective. The dual is badly conditioned when the
-            features are large next to ``dual_reg`` (ReLU features with d = 16000: FISTA alone needs
-            thousands of iterations); Newton steps finish in a few checks once the face is right.
+        newton: With ``lambda1 = 0``, try a projected Newton step on the current face of the
+            simplices whenever FISTA stalls (its gap fell by less than half over ``check_every``
+            iterations), kept where it lowers the dual objective. There the dual is a QP whose
+            conditioning is that of the kernel, bad for large backbone features (ReLU, d = 16000,
+            15 shots: FISTA alone needs thousands of iterations), and a Newton step on the right face
+            solves it. With ``lambda1 > 0`` the working set keeps FISTA well conditioned instead.
 
     Example:
         >>> solver = GroupLassoSVM(lambda1=0.1, lambda2=10.0, dual_reg=1.0)
@@ -267,7 +269,7 @@ class GroupLassoSVM:
                 kernel_term = support @ block_soft_threshold(support_t @ (onehot - alpha), self.lambda1)
             return (-kernel_term + self.dual_reg * (alpha - onehot)) / self.lambda2 + onehot
 
-        def newton(alpha: torch.Tensor, unconverged: torch.Tensor) -> torch.Tensor:
+        def newton(alpha: torch.Tensor, stalled: torch.Tensor) -> torch.Tensor:
             # projected Newton step on the face of alpha, backtracked, kept where it lowers the objective
             grad = gradient(alpha)
             on_face = alpha > 0
@@ -280,7 +282,7 @@ class GroupLassoSVM:
             # accept the largest fraction that does not increase D beyond float64 rounding: near the
             # optimum the full step is exact, and values that agree to 1e-16 must not reject it
             slack = 8 * torch.finfo(torch.float64).eps * current.abs()
-            result, pending = alpha, unconverged.clone()
+            result, pending = alpha, stalled.clone()
             for fraction in NEWTON_STEP_FRACTIONS:
                 candidate = project_simplex(alpha + fraction * step)
                 # a projected-gradient step zeroes entries left barely positive, so the face of the
@@ -293,7 +295,7 @@ class GroupLassoSVM:
 
         return fista(init, gradient, lambda alpha, _: project_simplex(alpha), 1 / lipschitz,
                      lambda alpha: self._gap(support, onehot, alpha), max_iter, self.tol, self.check_every,
-                     refine=newton if self.newton else None)
+                     refine=newton if self.newton and self.lambda1 == 0 else None)
 
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
@@ -329,12 +331,12 @@ def _kron_identity(matrix: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM) -> torch.Tensor:
-    r"""(B, nK, nK) Hessian of D at :math:`V = X^\top(Y - \alpha)`, through the active features only.
+    r"""(B, nK, nK) Hessian of D at $V = X^\top(Y - \alpha)$, through the active features only.
 
-    The Jacobian of BST on an active row is :math:`(1 - t_j) I + t_j \hat v_j \hat v_j^\top` with
-    :math:`t_j = \lambda_1 / \|v_j\|`, and zero on inactive rows; so the Hessian is
-    :math:`(X_A \mathrm{diag}(1 - t) X_A^\top \otimes I + Z Z^\top + \mathrm{dual\_reg}\, I) / \lambda_2`
-    with :math:`Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}`.
+    The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
+    $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so the Hessian is
+    $(X_A \mathrm{diag}(1 - t) X_A^\top \otimes I + Z Z^\top + \mathrm{dual\_reg}\, I) / \lambda_2$
+    with $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$.
     """
     batch, n, _ = support.shape
     k = v.shape[-1]
@@ -361,11 +363,11 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM)
 
 def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, solver: GroupLassoSVM,
               grad_alpha: torch.Tensor) -> torch.Tensor:
-    r"""Vector-Jacobian product of :math:`\alpha^\star(X)` by the implicit function theorem.
+    r"""Vector-Jacobian product of $\alpha^\star(X)$ by the implicit function theorem.
 
-    On the face of the simplices that holds :math:`\alpha^\star` (support S, one multiplier per row),
-    solve the KKT system :math:`[H_S\ E; E^\top\ 0][u; \mu] = [\bar\alpha_S; 0]`, then
-    :math:`\bar X = -\partial_X \langle \nabla_\alpha D(\alpha^\star, X), u\rangle`. Computed in float64.
+    On the face of the simplices that holds $\alpha^\star$ (support S, one multiplier per row),
+    solve the KKT system $[H_S\ E; E^\top\ 0][u; \mu] = [\bar\alpha_S; 0]$, then
+    $\bar X = -\partial_X \langle \nabla_\alpha D(\alpha^\star, X), u\rangle$. Computed in float64.
     """
     x, a, y = support.double(), alpha.double(), onehot.double()
     residual = y - a

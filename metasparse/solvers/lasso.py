@@ -1,18 +1,18 @@
 r"""Lasso and multi-output group lasso least squares: batched FISTA with implicit differentiation.
 
-Per task, with features :math:`\Phi \in \mathbb{R}^{n \times d}` and targets
-:math:`Y \in \mathbb{R}^{n \times K}`:
+Per task, with features $\Phi \in \mathbb{R}^{n \times d}$ and targets
+$Y \in \mathbb{R}^{n \times K}$:
 
-.. math::
+$$
+\min_W \frac{1}{2n}\|\Phi W - Y\|_F^2 + \lambda \sum_j \|W_{j,:}\|_2
+$$
 
-    \min_W \frac{1}{2n}\|\Phi W - Y\|_F^2 + \lambda \sum_j \|W_{j,:}\|_2
-
-which is the lasso when :math:`K = 1`. :math:`\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n` is the
-smallest :math:`\lambda` with :math:`W = 0`. Gradients in :math:`\Phi` and :math:`Y` come from the
+which is the lasso when $K = 1$. $\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n$ is the
+smallest $\lambda$ with $W = 0$. Gradients in $\Phi$ and $Y$ come from the
 implicit function theorem on the optimality conditions restricted to the active rows A of W:
-:math:`H = \Phi_A^\top\Phi_A / n \otimes I
-+ \lambda\,\mathrm{blockdiag}_j (I - \hat w_j \hat w_j^\top)/\|w_j\|`,
-so the backward pass costs grow with the support, not with d. :math:`\lambda` gets no gradient.
+$H = \Phi_A^\top\Phi_A / n \otimes I +
+\lambda\,\mathrm{blockdiag}_j (I - \hat w_j \hat w_j^\top)/\|w_j\|$,
+so the backward pass costs grow with the support, not with d. $\lambda$ gets no gradient.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ __all__ = ["GroupLasso", "group_lasso_lambda_max", "group_lasso_relative_gap"]
 
 
 def group_lasso_lambda_max(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    r"""(B,) smallest :math:`\lambda` whose solution is zero, without gradient.
+    r"""(B,) smallest $\lambda$ whose solution is zero, without gradient.
 
-    :math:`\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n`.
+    $\lambda_{\max} = \max_j \|\Phi_j^\top Y\|_2 / n$.
 
     Args:
         features: (B, n, d).
@@ -46,11 +46,11 @@ def group_lasso_lambda_max(features: torch.Tensor, targets: torch.Tensor) -> tor
 
 def group_lasso_relative_gap(weights: torch.Tensor, features: torch.Tensor, targets: torch.Tensor,
                              lam: torch.Tensor) -> torch.Tensor:
-    r"""(B,) duality gap divided by :math:`P(0) = \|Y\|^2 / (2n)`.
+    r"""(B,) duality gap divided by $P(0) = \|Y\|^2 / (2n)$.
 
     The dual point is the residual rescaled into the dual feasible set,
-    :math:`u = R / \max(n, \max_j\|\Phi_j^\top R\|_2 / \lambda)` with :math:`R = Y - \Phi W`, and
-    :math:`D(u) = \langle u, Y\rangle - \tfrac{n}{2}\|u\|^2`.
+    $u = R / \max(n, \max_j\|\Phi_j^\top R\|_2 / \lambda)$ with $R = Y - \Phi W$, and
+    $D(u) = \langle u, Y\rangle - \tfrac{n}{2}\|u\|^2$.
     """
     n = features.shape[1]
     residual = targets - features @ weights
@@ -151,9 +151,9 @@ class _ImplicitGroupLassoSolution(torch.autograd.Function):
 
 def _group_lasso_vjp(features: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                      lam: torch.Tensor, grad_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""Solve :math:`H U_A = \bar W_A` on the active rows, then
-    :math:`\bar\Phi = -(R U^\top + \Phi U W^\top)/n` and :math:`\bar Y = \Phi U / n` with
-    :math:`R = \Phi W - Y`. Computed in float64."""
+    r"""Solve $H U_A = \bar W_A$ on the active rows, then
+    $\bar\Phi = -(R U^\top + \Phi U W^\top)/n$ and $\bar Y = \Phi U / n$ with
+    $R = \Phi W - Y$. Computed in float64."""
     phi, y, w = features.double(), targets.double(), weights.double()
     batch, n, _ = phi.shape
     k = w.shape[-1]

@@ -35,11 +35,11 @@ def solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
 
 
 def solve_spd_with_row_sums(matrix: torch.Tensor, free: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    r"""Solve :math:`H u = r` for u supported on ``free`` whose rows sum to zero.
+    r"""Solve $H u = r$ for u supported on ``free`` whose rows sum to zero.
 
-    This is the KKT system :math:`[H_F\ E; E^\top\ 0][u; \mu] = [r_F; 0]` of a face F of a product of
+    This is the KKT system $[H_F\ E; E^\top\ 0][u; \mu] = [r_F; 0]$ of a face F of a product of
     simplices (rows i of an (n, K) variable), with entries outside F pinned to zero. It is solved by the
-    Schur complement :math:`S = E^\top H_F^{-1} E` (n x n), with Cholesky factorisations only.
+    Schur complement $S = E^\top H_F^{-1} E$ (n x n), with Cholesky factorisations only.
 
     Args:
         matrix: (B, nK, nK) symmetric positive definite H, rows indexed by ``i * K + k``.

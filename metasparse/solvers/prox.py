@@ -8,9 +8,9 @@ __all__ = ["block_soft_threshold", "project_simplex", "soft_threshold"]
 
 
 def soft_threshold(x: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
-    r"""Elementwise soft-thresholding, the prox of :math:`t\|\cdot\|_1`.
+    r"""Elementwise soft-thresholding, the prox of $t\|\cdot\|_1$.
 
-    .. math:: \mathrm{ST}(x, t) = \mathrm{sign}(x)\max(|x| - t, 0)
+    $$\mathrm{ST}(x, t) = \mathrm{sign}(x)\max(|x| - t, 0)$$
 
     Args:
         x: Any tensor.
@@ -27,9 +27,9 @@ def soft_threshold(x: torch.Tensor, threshold: float | torch.Tensor) -> torch.Te
 
 
 def block_soft_threshold(v: torch.Tensor, threshold: float | torch.Tensor) -> torch.Tensor:
-    r"""Row-wise block soft-thresholding, the prox of :math:`t\sum_j\|V_{j,:}\|_2`.
+    r"""Row-wise block soft-thresholding, the prox of $t\sum_j\|V_{j,:}\|_2$.
 
-    .. math:: \mathrm{BST}(V, t)_j = \max\left(0, 1 - \frac{t}{\|V_j\|_2}\right) V_j
+    $$\mathrm{BST}(V, t)_j = \max\left(0, 1 - \frac{t}{\|V_j\|_2}\right) V_j$$
 
     Rows are the groups (the features, across classes). A zero row stays zero, with a zero gradient.
 
@@ -54,9 +54,9 @@ def block_soft_threshold(v: torch.Tensor, threshold: float | torch.Tensor) -> to
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
     r"""Euclidean projection of each row onto the probability simplex.
 
-    .. math:: \Pi_\Delta(v) = \arg\min_{a \ge 0,\ \sum_k a_k = 1} \|a - v\|_2 = \max(v - \tau, 0)
+    $$\Pi_\Delta(v) = \arg\min_{a \ge 0,\ \sum_k a_k = 1} \|a - v\|_2 = \max(v - \tau, 0)$$
 
-    with :math:`\tau` found by sorting (Held, Wolfe and Crowder, 1974; Duchi et al., 2008).
+    with $\tau$ found by sorting (Held, Wolfe and Crowder, 1974; Duchi et al., 2008).
 
     Args:
         v: (..., K) tensor; the last dimension is projected.

@@ -77,7 +77,7 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
         n_shot: Support examples per class; the rest of each class goes to the query set.
 
     Returns:
-        An unbatched :class:`Episode` (no leading B), both sets sorted by class.
+        An unbatched `Episode` (no leading B), both sets sorted by class.
     """
     labels = torch.as_tensor(labels).long().reshape(-1)
     if data.shape[0] != labels.shape[0]:
@@ -93,7 +93,7 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
 
 
 def sample_episodes(taskset: Taskset, batch_size: int, n_way: int, n_shot: int) -> Episode:
-    """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched :class:`Episode`."""
+    """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched `Episode`."""
     episodes = [split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
                 for _ in range(batch_size)]
     return Episode(*(torch.stack(parts) for parts in zip(*episodes, strict=True)))

@@ -163,7 +163,7 @@ class SparseLinearTask:
         """The features a predictor sees: the latents themselves, or their rotation by ``mixing``.
 
         Args:
-            latents: ``(n, m)`` latent factors from :meth:`sample`.
+            latents: ``(n, m)`` latent factors from `sample`.
             representation: ``"disentangled"`` (identity) or ``"entangled"`` (``z -> Q z`` per row).
 
         Returns:
