@@ -248,8 +248,10 @@ class GroupLassoSVM:
             if size == d or not bool(outside.any()) or int(iterations.max()) >= self.max_iter:
                 break
             size = min(d, 2 * size)
-        residual = self._gap(support, onehot, alpha)
-        converged = (residual <= self.tol) & result.converged
+        # without violators the full problem's gap equals the working set's (up to rounding)
+        violating = outside.any(dim=-1)
+        residual = torch.where(violating, self._gap(support, onehot, alpha), result.residual)
+        converged = result.converged & ~violating
         return FistaResult(alpha, torch.where(converged, iterations, self.max_iter), converged, residual)
 
     def _gap(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
