@@ -46,10 +46,13 @@ __all__ = [
 ]
 
 
-# Smallest working set of features (below it the full problem is solved directly), and the fractions of
-# the Newton step tried, largest first: far from the optimum the full step overshoots.
+# Smallest working set of features (below it the full problem is solved directly); the fractions of the
+# Newton step tried, largest first (far from the optimum the full step overshoots); Newton steps that
+# end a converged solve.
 WORKING_SET_MIN = 64
 NEWTON_STEP_FRACTIONS = (1.0, 0.25, 1 / 16)
+POLISH_STEPS = 8
+POLISH_GAP_FLOOR = 1e-15
 
 
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
@@ -167,12 +170,13 @@ class GroupLassoSVM:
         tol: Stop a task when its relative duality gap is at most ``tol``; ``None`` runs exactly
             ``max_iter`` iterations (MetaOptNet's early stopping) and reports ``converged=False``.
         check_every: Iterations between two duality-gap evaluations.
-        newton: With ``lambda1 = 0``, try a projected Newton step on the current face of the
-            simplices whenever FISTA stalls (its gap fell by less than half over ``check_every``
-            iterations), kept where it lowers the dual objective. There the dual is a QP whose
-            conditioning is that of the kernel, bad for large backbone features (ReLU, d = 16000,
-            15 shots: FISTA alone needs thousands of iterations), and a Newton step on the right face
-            solves it. With ``lambda1 > 0`` the working set keeps FISTA well conditioned instead.
+        newton: Use projected Newton steps on the current face of the simplices, kept where they
+            lower the dual objective: with ``lambda1 = 0`` whenever FISTA stalls (its gap fell by less
+            than a fifth over ``check_every`` iterations), and for every converged solve as a final
+            polish. With ``lambda1 = 0`` the dual is a QP whose conditioning is that of the kernel,
+            bad for large backbone features (ReLU, d = 16000, 15 shots: FISTA alone needs thousands of
+            iterations), and a Newton step on the right face solves it; the polish makes the solution,
+            and so the implicit gradient, accurate far below ``tol``.
 
     Example:
         >>> solver = GroupLassoSVM(lambda1=0.1, lambda2=10.0, dual_reg=1.0)
@@ -197,123 +201,162 @@ class GroupLassoSVM:
         if self.tol is not None and not self.tol > 0:
             raise ValueError(f"tol must be > 0 or None (fixed iterations), got {self.tol!r}")
 
-    def _dual(self, alpha: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        return svm_dual_objective(alpha, support, onehot, self.lambda1, self.lambda2, self.dual_reg)
-
     def solve_dual(self, support: torch.Tensor, onehot: torch.Tensor,
                    init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
-        """Dual variables (B, n, K) without gradient, and the solve's diagnostics.
+        """Dual variables (B, n, K) in the dtype of ``support``, without gradient, and diagnostics.
 
         With ``lambda1 > 0`` (and a tolerance), the dual is solved on a working set of features that
         grows until no feature outside it violates its optimality condition: only the active features
         shape the problem, and both the cost and the conditioning of an iteration follow them, not d.
+        A converged solve ends with Newton steps on the optimal face, which make the solution (and so
+        the implicit gradient, sensitive near the thresholds of BST) accurate far below ``tol``. The dual
+        is always solved in float64: it has only nK variables, the products with the d features are
+        few (the Gram matrix once, or the working set), and in float32 the gradient of a dual whose
+        kernel has entries ~1e4 (ReLU features, d = 16000) is too noisy to get below a gap of ~1e-2.
 
         Args:
             support: (B, n, d) support features.
             onehot: (B, n, K) one-hot labels.
             init: Optional (B, n, K) warm start; uniform ``1/K`` by default, as in the paper's code.
         """
+        alpha, info = self._solve_dual(support, onehot, init)
+        return alpha.to(support.dtype), info
+
+    def _solve_dual(self, support: torch.Tensor, onehot: torch.Tensor,
+                    init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo]:
+        """As `solve_dual`, with the solution in float64."""
+        dtype = support.dtype
         with torch.no_grad():
-            support = support.detach()
-            alpha = torch.full_like(onehot, 1.0 / onehot.shape[-1]) if init is None else init.detach()
+            support, onehot = support.detach().double(), onehot.double()
+            uniform = torch.full_like(onehot, 1.0 / onehot.shape[-1])
+            alpha = uniform if init is None else init.detach().double()
             if self.lambda1 == 0 or self.tol is None or support.shape[-1] <= WORKING_SET_MIN:
-                result = self._fista(support, onehot, alpha, self.max_iter)
+                result = self._fista(_DualProblem(self, support, onehot), alpha, self.max_iter)
             else:
                 result = self._fista_on_working_set(support, onehot, alpha)
+            if self.newton and self.tol is not None:
+                result = self._polish(_DualProblem(self, support, onehot), result)
             weights = svm_primal_weights(support, onehot, result.solution, self.lambda1, self.lambda2)
             active, sparsity = row_sparsity(weights)
-        info = SolverInfo(result.iterations, result.converged, result.residual, active, sparsity,
-                          self.tol, self.max_iter, "native")
+        info = SolverInfo(result.iterations, result.converged, result.residual.to(dtype), active,
+                          sparsity.to(dtype), self.tol, self.max_iter, "native")
         return result.solution, info
 
-    def _feature_scores(self, support: torch.Tensor, onehot: torch.Tensor,
-                        alpha: torch.Tensor) -> torch.Tensor:
-        """(B, d) norms of the rows of X^T (Y - alpha): feature j is active iff its norm exceeds lambda1."""
-        return torch.linalg.vector_norm(support.transpose(1, 2) @ (onehot - alpha), dim=-1)
+    def _polish(self, problem: _DualProblem, result: FistaResult) -> FistaResult:
+        """Newton steps on the converged tasks, until their gap is at rounding level."""
+        alpha, residual = result.solution, result.residual
+        for _ in range(POLISH_STEPS):
+            pending = result.converged & (residual > POLISH_GAP_FLOOR)
+            if not bool(pending.any()):
+                break
+            alpha = problem.newton_step(alpha, pending)
+            residual = problem.gap(alpha)
+        return result._replace(solution=alpha, residual=residual)
 
     def _fista_on_working_set(self, support: torch.Tensor, onehot: torch.Tensor,
                               alpha: torch.Tensor) -> FistaResult:
         batch, n, d = support.shape
         iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
-        scores = self._feature_scores(support, onehot, alpha)
+        scores = _feature_norms(support, onehot, alpha)
         size = WORKING_SET_MIN
         while True:
             columns = scores.topk(size, dim=-1).indices
             working = support.gather(2, columns[:, None, :].expand(batch, n, size))
-            result = self._fista(working, onehot, alpha, max(1, self.max_iter - int(iterations.max())))
+            result = self._fista(_DualProblem(self, working, onehot), alpha,
+                                 max(1, self.max_iter - int(iterations.max())))
             iterations = iterations + result.iterations
             alpha = result.solution
-            scores = self._feature_scores(support, onehot, alpha)
+            scores = _feature_norms(support, onehot, alpha)
             outside = scores.scatter(1, columns, 0.0) > self.lambda1
             if size == d or not bool(outside.any()) or int(iterations.max()) >= self.max_iter:
                 break
             size = min(d, 2 * size)
         # without violators the full problem's gap equals the working set's (up to rounding)
         violating = outside.any(dim=-1)
-        residual = torch.where(violating, self._gap(support, onehot, alpha), result.residual)
+        residual = torch.where(violating, _DualProblem(self, support, onehot).gap(alpha), result.residual)
         converged = result.converged & ~violating
         return FistaResult(alpha, torch.where(converged, iterations, self.max_iter), converged, residual)
 
-    def _gap(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        weights = svm_primal_weights(support, onehot, alpha, self.lambda1, self.lambda2)
-        return svm_relative_gap(weights, alpha, support, onehot, self.lambda1, self.lambda2, self.dual_reg)
-
-    def _fista(self, support: torch.Tensor, onehot: torch.Tensor, init: torch.Tensor,
-               max_iter: int) -> FistaResult:
-        support_t = support.transpose(1, 2).contiguous()
-        gram = support @ support_t
-        lipschitz = (torch.linalg.eigvalsh(gram)[..., -1] + self.dual_reg) / self.lambda2
-
-        def gradient(alpha: torch.Tensor) -> torch.Tensor:
-            if self.lambda1 == 0:  # BST is the identity: work with the n x n Gram matrix
-                kernel_term = gram @ (onehot - alpha)
-            else:
-                kernel_term = support @ block_soft_threshold(support_t @ (onehot - alpha), self.lambda1)
-            return (-kernel_term + self.dual_reg * (alpha - onehot)) / self.lambda2 + onehot
-
-        def newton(alpha: torch.Tensor, stalled: torch.Tensor) -> torch.Tensor:
-            # projected Newton step on the face of alpha, backtracked, kept where it lowers the objective
-            grad = gradient(alpha)
-            on_face = alpha > 0
-            multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
-            free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
-            support64, onehot64 = support.double(), onehot.double()
-            hessian = _dual_hessian(support64, (support_t @ (onehot - alpha)).double(), self)
-            step = solve_spd_with_row_sums(hessian, free, -grad.double()).to(alpha.dtype)
-            current = self._dual(alpha.double(), support64, onehot64)
-            # accept the largest fraction that does not increase D beyond float64 rounding: near the
-            # optimum the full step is exact, and values that agree to 1e-16 must not reject it
-            slack = 8 * torch.finfo(torch.float64).eps * current.abs()
-            result, pending = alpha, stalled.clone()
-            for fraction in NEWTON_STEP_FRACTIONS:
-                candidate = project_simplex(alpha + fraction * step)
-                # a projected-gradient step zeroes entries left barely positive, so the face of the
-                # result (which the implicit backward uses) is the face of the optimum
-                candidate = project_simplex(candidate - gradient(candidate) / lipschitz[:, None, None])
-                accept = pending & (self._dual(candidate.double(), support64, onehot64) <= current + slack)
-                result = torch.where(accept[:, None, None], candidate, result)
-                pending &= ~accept
-            return result
-
-        return fista(init, gradient, lambda alpha, _: project_simplex(alpha), 1 / lipschitz,
-                     lambda alpha: self._gap(support, onehot, alpha), max_iter, self.tol, self.check_every,
-                     refine=newton if self.newton and self.lambda1 == 0 else None)
+    def _fista(self, problem: _DualProblem, init: torch.Tensor, max_iter: int) -> FistaResult:
+        refine = problem.newton_step if self.newton and self.lambda1 == 0 else None
+        return fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
+                     problem.gap, max_iter, self.tol, self.check_every, refine=refine)
 
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
         """Primal weights (B, d, K), differentiable in ``support``, and the solve's diagnostics."""
-        alpha, info = self.solve_dual(support, onehot, init)
+        exact, info = self._solve_dual(support, onehot, init)
+        alpha = exact.to(support.dtype)
         if support.requires_grad:
-            alpha = _ImplicitDualSolution.apply(support, alpha, onehot, self)
+            alpha = _ImplicitDualSolution.apply(support, alpha, onehot, self, exact)
         return svm_primal_weights(support, onehot, alpha, self.lambda1, self.lambda2), info
 
 
+def _feature_norms(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(B, d) norms of the rows of X^T (Y - alpha): feature j is active iff its norm exceeds lambda1."""
+    return torch.linalg.vector_norm(support.transpose(1, 2) @ (onehot - alpha), dim=-1)
+
+
+class _DualProblem:
+    """The dual of one batch on given feature columns: gradient, gap and a safeguarded Newton step."""
+
+    def __init__(self, solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor) -> None:
+        self.solver, self.support, self.onehot = solver, support, onehot
+        self.support_t = support.transpose(1, 2).contiguous()
+        self.gram = support @ self.support_t
+        self.lipschitz = (torch.linalg.eigvalsh(self.gram)[..., -1] + solver.dual_reg) / solver.lambda2
+
+    def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
+        s = self.solver
+        if s.lambda1 == 0:  # BST is the identity: work with the n x n Gram matrix
+            kernel_term = self.gram @ (self.onehot - alpha)
+        else:
+            correlation = self.support_t @ (self.onehot - alpha)
+            kernel_term = self.support @ block_soft_threshold(correlation, s.lambda1)
+        return (-kernel_term + s.dual_reg * (alpha - self.onehot)) / s.lambda2 + self.onehot
+
+    def dual(self, alpha: torch.Tensor) -> torch.Tensor:
+        s = self.solver
+        return svm_dual_objective(alpha, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
+
+    def gap(self, alpha: torch.Tensor) -> torch.Tensor:
+        s = self.solver
+        weights = svm_primal_weights(self.support, self.onehot, alpha, s.lambda1, s.lambda2)
+        return svm_relative_gap(weights, alpha, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
+
+    def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """For ``tasks`` (B,) bool: a projected Newton step on the face of alpha, backtracked, kept where
+        it does not raise the dual objective."""
+        p, a = self, alpha
+        grad = p.gradient(a)
+        on_face = a > 0
+        multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
+        free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
+        hessian = _dual_hessian(p.support, p.support_t @ (p.onehot - a), p.solver)
+        step = solve_spd_with_row_sums(hessian, free, -grad)
+        current = p.dual(a)
+        # accept the largest fraction that does not increase D beyond rounding: near the optimum the
+        # full step is exact, and values that agree to 1e-16 must not reject it
+        slack = 8 * torch.finfo(a.dtype).eps * current.abs()
+        result, pending = a, tasks.clone()
+        for fraction in NEWTON_STEP_FRACTIONS:
+            candidate = project_simplex(a + fraction * step)
+            # a projected-gradient step zeroes entries left barely positive, so the face of the
+            # result (which the implicit backward uses) is the face of the optimum
+            candidate = project_simplex(candidate - p.gradient(candidate) / p.lipschitz[:, None, None])
+            accept = pending & (p.dual(candidate) <= current + slack)
+            result = torch.where(accept[:, None, None], candidate, result)
+            pending &= ~accept
+        return result
+
+
 class _ImplicitDualSolution(torch.autograd.Function):
-    """Identity on alpha* whose backward is the implicit derivative of alpha* in the features."""
+    """Identity on alpha* whose backward is the implicit derivative of alpha* in the features, taken at
+    ``exact``, the float64 solution of the solver."""
 
     @staticmethod
-    def forward(ctx, support, alpha, onehot, solver):
-        ctx.save_for_backward(support, alpha, onehot)
+    def forward(ctx, support, alpha, onehot, solver, exact):
+        ctx.save_for_backward(support, exact, onehot)
         ctx.solver = solver
         return alpha.clone()
 
@@ -322,7 +365,7 @@ class _ImplicitDualSolution(torch.autograd.Function):
     def backward(ctx, grad_alpha):
         support, alpha, onehot = ctx.saved_tensors
         grad_support = _dual_vjp(support, alpha, onehot, ctx.solver, grad_alpha)
-        return grad_support, None, None, None
+        return grad_support, None, None, None, None
 
 
 def _kron_identity(matrix: torch.Tensor, k: int) -> torch.Tensor:
