@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from metasparse.atomic import write_atomically
 from metasparse.demo import random_episodes
 from metasparse.heads import GroupLassoSVMHead, ProtoNetHead, RidgeHead, SVMHead
 from metasparse.solvers import svm_lambda1_max
@@ -179,13 +179,6 @@ def accuracy_table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -208,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     print(machine)
     speed = run_speed(args.shots, args.dims, args.batch, args.repeats, args.cvx_max_nd, args.device)
     accuracy = run_gradient_accuracy(args.batch) if args.device == "cpu" else []
-    write_atomic(args.out, json.dumps({"machine": machine, "speed": speed, "gradient_accuracy": accuracy},
-                                      indent=1))
+    results = {"machine": machine, "speed": speed, "gradient_accuracy": accuracy}
+    write_atomically(args.out, lambda path: path.write_text(json.dumps(results, indent=1)))
     table = (f"Machine: {machine}\n\nms per meta-batch of {args.batch} episodes (forward + backward):\n\n"
              f"{speed_table(speed)}\n")
     if accuracy:
         table += f"\nGradient accuracy, 5-way 5-shot, d = 64:\n\n{accuracy_table(accuracy)}\n"
-    write_atomic(args.out.with_suffix(".md"), table)
+    write_atomically(args.out.with_suffix(".md"), lambda path: path.write_text(table))
     print("\n" + table + f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

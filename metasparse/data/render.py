@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metasparse.atomic import write_atomically
 from metasparse.data.factors import FACTOR_SIZES, NUM_IMAGES, factor_values
 
 __all__ = [
@@ -360,18 +360,9 @@ def _load_cached(file: Path) -> torch.Tensor | None:
     return torch.from_numpy(maps)
 
 
-def _save_atomically(maps: torch.Tensor, file: Path) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            np.save(stream, maps.cpu().numpy())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, file)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _save_maps(maps: torch.Tensor, file: Path) -> None:
+    with file.open("wb") as stream:  # np.save on a path would append ".npy" to the temporary name
+        np.save(stream, maps.cpu().numpy())
 
 
 class Shapes3DRenderer:
@@ -411,7 +402,7 @@ class Shapes3DRenderer:
             if maps is None:
                 maps = build_coverage_maps(self.device)
                 if self.cache_file is not None:
-                    _save_atomically(maps, self.cache_file)
+                    write_atomically(self.cache_file, lambda temporary: _save_maps(maps, temporary))
             self._maps = maps.to(self.device)
         return self._maps
 

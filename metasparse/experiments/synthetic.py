@@ -24,9 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metasparse._optional import require
+from metasparse.atomic import write_atomically
 from metasparse.tasks.sparse_linear import REPRESENTATIONS, Representation, make_sparse_linear_task, n_nonzero
 
 __all__ = [
@@ -250,18 +250,6 @@ def summarise(scores: Scores) -> list[dict[str, Any]]:
     return records
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temporary file beside ``path``, then move it into place."""
-    # Not tempfile.mkstemp: its files are private (0600) whatever the umask, and results are for sharing.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_results(records: list[dict[str, Any]], config: SyntheticConfig, out_dir: str | Path) -> list[Path]:
     """Write the figure, ``config.json`` and ``results.json`` (the records) into ``out_dir``.
 
@@ -283,10 +271,10 @@ def write_results(records: list[dict[str, Any]], config: SyntheticConfig, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     figure_path, config_path, results_path = (out_dir / name for name in (FIGURE_FILE, CONFIG_FILE,
                                                                              RESULTS_FILE))
-    _write_atomically(figure_path, lambda temporary: plot_results(records, config, temporary))
+    write_atomically(figure_path, lambda temporary: plot_results(records, config, temporary))
     for path, document in ((config_path, dataclasses.asdict(config)), (results_path, records)):
         text = json.dumps(document, indent=1) + "\n"
-        _write_atomically(path, lambda temporary, text=text: temporary.write_text(text))
+        write_atomically(path, lambda temporary, text=text: temporary.write_text(text))
     return [results_path, config_path, figure_path]
 
 
