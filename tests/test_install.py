@@ -41,7 +41,7 @@ def test_cli_info_reports_versions_and_a_sampled_task(capsys):
     report = capsys.readouterr().out
     for key in ("torch", "learn2learn", "cvxpylayers", "cvxpy solvers", "torch threads"):
         assert key in report
-    assert "learn2learn Taskset  ok:" in report.replace("  ", "  ")
+    assert "learn2learn Taskset  ok:" in report
 
 
 def test_console_script_is_installed():

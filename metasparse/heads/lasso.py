@@ -13,8 +13,9 @@ from metasparse.solvers.lasso import GroupLasso, group_lasso_lambda_max, group_l
 
 __all__ = ["LassoHead"]
 
-_OUTPUT_SHAPES = {"single": lambda w: w[0, :, 0], "batch": lambda w: w[..., 0],
-                  "multi": lambda w: w[0], "batch_multi": lambda w: w}
+# (B, rows, K) weights or predictions back to the caller's layout (see check_regression_support)
+_OUTPUT_SHAPES = {"single": lambda t: t[0, :, 0], "batch": lambda t: t[..., 0],
+                  "multi": lambda t: t[0], "batch_multi": lambda t: t}
 
 
 class LassoHead(nn.Module):
@@ -101,6 +102,4 @@ class LassoHead(nn.Module):
             weights = self._solve(features, targets)
         reference = torch.empty(weights.shape[0], 0, weights.shape[1], device=weights.device)
         query = check_query(query, reference, unbatched=layout in ("single", "multi"))
-        predictions = query @ weights
-        return {"single": predictions[0, :, 0], "batch": predictions[..., 0], "multi": predictions[0],
-                "batch_multi": predictions}[layout]
+        return _OUTPUT_SHAPES[layout](query @ weights)
