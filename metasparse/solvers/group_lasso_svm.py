@@ -110,6 +110,12 @@ def svm_dual_objective(alpha: torch.Tensor, support: torch.Tensor, onehot: torch
                        lambda1: float, lambda2: float, dual_reg: float) -> torch.Tensor:
     """(B,) dual objective D(alpha) of the group-lasso SVM (module docstring)."""
     weights = svm_primal_weights(support, onehot, alpha, lambda1, lambda2)
+    return _dual_from_weights(weights, alpha, onehot, lambda2, dual_reg)
+
+
+def _dual_from_weights(weights: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, lambda2: float,
+                       dual_reg: float) -> torch.Tensor:
+    """D(alpha) given ``weights = W(alpha)``: ||BST(.)||^2 / (2 lambda2) = lambda2 ||W||^2 / 2."""
     return (lambda2 / 2 * (weights**2).sum(dim=(1, 2))
             + dual_reg / (2 * lambda2) * ((alpha - onehot) ** 2).sum(dim=(1, 2))
             + (onehot * alpha).sum(dim=(1, 2)))
@@ -330,9 +336,12 @@ class _DualProblem:
         return svm_dual_objective(alpha, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
+        """`svm_relative_gap` at (W(alpha), alpha), computing W(alpha) once."""
         s = self.solver
         weights = svm_primal_weights(self.support, self.onehot, alpha, s.lambda1, s.lambda2)
-        return svm_relative_gap(weights, alpha, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
+        primal = svm_primal_objective(weights, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
+        dual = _dual_from_weights(weights, alpha, self.onehot, s.lambda2, s.dual_reg)
+        return (primal + dual - self.onehot.shape[1]) / primal
 
     def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """For ``tasks`` (B,) bool: a projected Newton step on the face of alpha, backtracked, kept where
