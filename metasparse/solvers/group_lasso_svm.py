@@ -52,7 +52,7 @@ __all__ = [
 WORKING_SET_MIN = 64
 NEWTON_STEP_FRACTIONS = (1.0, 0.25, 1 / 16)
 POLISH_STEPS = 8
-POLISH_GAP_FLOOR = 1e-14
+POLISH_GAP_FLOOR = 1e-13
 
 
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
@@ -359,6 +359,8 @@ class _DualProblem:
         slack = 8 * torch.finfo(a.dtype).eps * current.abs()
         result, pending = a, tasks.clone()
         for fraction in NEWTON_STEP_FRACTIONS:
+            if not bool(pending.any()):
+                break
             candidate = project_simplex(a + fraction * step)
             # a projected-gradient step zeroes entries left barely positive, so the face of the
             # result (which the implicit backward uses) is the face of the optimum
