@@ -4,6 +4,7 @@ import importlib
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,8 +46,8 @@ def test_cli_info_reports_versions_and_a_sampled_task(capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "metasparse.cli", "--version"], capture_output=True,
-                         text=True, check=True)
+    script = Path(sys.executable).with_name("metasparse")
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("metasparse ")
 
 
