@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,6 +25,17 @@ class FistaResult(NamedTuple):
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(dim=1)
+
+
+def _momentum_table(length: int, like: torch.Tensor) -> torch.Tensor:
+    """Nesterov's momentum ``beta_k = (t_{k-1} - 1) / t_k`` for ``k <= length``, with ``t_0 = 1`` and
+    ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2)) / 2``; index 0 (just restarted) is 0."""
+    t, betas = 1.0, [0.0]
+    for _ in range(length):
+        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        betas.append((t - 1) / t_next)
+        t = t_next
+    return torch.tensor(betas, dtype=like.dtype, device=like.device)
 
 
 def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -64,19 +76,21 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     step = _per_task(step, x0)
     x = x0.clone()
     y = x0.clone()
-    momentum = torch.ones(batch, dtype=x0.dtype, device=x0.device)
+    # momentum as the number of iterations since the last restart: beta_k = (t_k - 1) / t_{k+1}
+    since_restart = torch.zeros(batch, dtype=torch.long, device=x0.device)
+    betas = _momentum_table(max_iter, x0)
     iterations = torch.full((batch,), max_iter, dtype=torch.long, device=x0.device)
     converged = torch.zeros(batch, dtype=torch.bool, device=x0.device)
+    any_converged = False
     residual = previous = None
     for it in range(1, max_iter + 1):
-        x_new = prox(y - step * gradient(y), step)
-        if tol is not None:
+        x_new = prox(torch.addcmul(y, step, gradient(y), value=-1), step)
+        if any_converged:
             x_new = torch.where(_per_task(converged, x0), x, x_new)
-        restart = _batch_dot(y - x_new, x_new - x) > 0
-        momentum_new = (1 + torch.sqrt(1 + 4 * momentum**2)) / 2
-        beta = torch.where(restart, 0.0, (momentum - 1) / momentum_new)
-        momentum = torch.where(restart, 1.0, momentum_new)
-        y = x_new + _per_task(beta, x0) * (x_new - x)
+        difference = x_new - x
+        restart = _batch_dot(y - x_new, difference) > 0
+        since_restart = torch.where(restart, 0, since_restart + 1)
+        y = torch.addcmul(x_new, _per_task(betas[since_restart], x0), difference)
         x = x_new
         if tol is not None and it % check_every == 0:
             residual = gap(x)
@@ -85,7 +99,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
                 if bool(stalled.any()):
                     refined = refine(x, stalled)
                     moved = (refined != x).flatten(1).any(dim=1)
-                    momentum = torch.where(moved, 1.0, momentum)
+                    since_restart = torch.where(moved, 0, since_restart)
                     y = torch.where(_per_task(moved, x0), refined, y)
                     x = refined
                     residual = torch.where(moved, gap(x), residual)
@@ -93,6 +107,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
             newly = (residual <= tol) & ~converged
             iterations = torch.where(newly, it, iterations)
             converged |= newly
+            any_converged = bool(converged.any())
             if bool(converged.all()):
                 break
     if tol is None or it % check_every != 0:

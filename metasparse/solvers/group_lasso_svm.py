@@ -50,9 +50,14 @@ __all__ = [
 # Newton step tried, largest first (far from the optimum the full step overshoots); Newton steps that
 # end a converged solve.
 WORKING_SET_MIN = 64
-NEWTON_STEP_FRACTIONS = (1.0, 0.25, 1 / 16)
+NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
 POLISH_STEPS = 8
 POLISH_GAP_FLOOR = 1e-13
+# A polished task at most this far from optimal (relative gap) stands on the optimal face; one further
+# away is solved REFINE_FACTOR times tighter and polished again, at most REFINE_ROUNDS times.
+POLISH_SETTLED = 1e-10
+REFINE_FACTOR = 1e-2
+REFINE_ROUNDS = 2
 
 
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
@@ -234,35 +239,65 @@ class GroupLassoSVM:
         alpha, info = self._solve_dual(support, onehot, init)
         return alpha.to(support.dtype), info
 
-    def _solve_dual(self, support: torch.Tensor, onehot: torch.Tensor,
-                    init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo]:
-        """As `solve_dual`, with the solution in float64."""
+    def _solve_dual(self, support: torch.Tensor, onehot: torch.Tensor, init: torch.Tensor | None,
+                    polish: bool = True) -> tuple[torch.Tensor, SolverInfo]:
+        """As `solve_dual`, with the solution in float64; ``polish=False`` skips the Newton polish."""
         dtype = support.dtype
         with torch.no_grad():
             support, onehot = support.detach().double(), onehot.double()
             uniform = torch.full_like(onehot, 1.0 / onehot.shape[-1])
             alpha = uniform if init is None else init.detach().double()
-            if self.lambda1 == 0 or self.tol is None or support.shape[-1] <= WORKING_SET_MIN:
-                result = self._fista(_DualProblem(self, support, onehot), alpha, self.max_iter)
-            else:
-                result = self._fista_on_working_set(support, onehot, alpha)
-            if self.newton and self.tol is not None:
-                result = self._polish(_DualProblem(self, support, onehot), result)
+            result = self._first_order(support, onehot, alpha, self.tol)
+            if polish and self.newton and self.tol is not None:
+                result = self._polish_and_refine(support, onehot, result)
             weights = svm_primal_weights(support, onehot, result.solution, self.lambda1, self.lambda2)
             active, sparsity = row_sparsity(weights)
         info = SolverInfo(result.iterations, result.converged, result.residual.to(dtype), active,
                           sparsity.to(dtype), self.tol, self.max_iter, "native")
         return result.solution, info
 
-    def _polish(self, problem: _DualProblem, result: FistaResult) -> FistaResult:
-        """Newton steps on the converged tasks, down to rounding level; kept where they lower the gap.
+    def _first_order(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
+                     tol: float | None) -> FistaResult:
+        """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays."""
+        if self.lambda1 == 0 or tol is None or support.shape[-1] <= WORKING_SET_MIN:
+            return self._fista(_DualProblem(self, support, onehot), alpha, self.max_iter, tol)
+        return self._fista_on_working_set(support, onehot, alpha, tol)
+
+    def _polish_and_refine(self, support: torch.Tensor, onehot: torch.Tensor,
+                           result: FistaResult) -> FistaResult:
+        """Newton-polish the converged tasks; where that does not settle, solve further and polish again.
+
+        Newton steps from a point at ``tol`` settle on the optimal face (gap at rounding level) unless
+        that point is too far from it: with features close to their threshold (many, for ReLU features
+        at 15 shots) the face is often only found from a gap ~1e-6. Such tasks are solved further by
+        FISTA to ``tol`` x 1e-2, then 1e-4, and polished again; ``iterations`` and ``converged`` keep
+        describing the solve at ``tol``.
+        """
+        problem = _DualProblem(self, support, onehot)
+        polished = self._polish(problem, result, result.converged)
+        tol = self.tol
+        for _ in range(REFINE_ROUNDS):
+            unsettled = result.converged & (polished.residual > POLISH_SETTLED)
+            if not bool(unsettled.any()):
+                break
+            tol *= REFINE_FACTOR
+            refined = self._first_order(support, onehot, polished.solution, tol)
+            refined = self._polish(problem, refined, unsettled)
+            better = unsettled & (refined.residual < polished.residual)
+            polished = polished._replace(
+                solution=torch.where(better[:, None, None], refined.solution, polished.solution),
+                residual=torch.where(better, refined.residual, polished.residual))
+        return polished
+
+    def _polish(self, problem: _DualProblem, result: FistaResult, tasks: torch.Tensor) -> FistaResult:
+        """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap.
 
         Each step lowers D, but the primal objective at W(alpha), and so the gap, can rise on the way
-        before the steps settle on the optimal face; a task whose final gap is not lower keeps FISTA's
-        solution.
+        before the steps settle on the optimal face; a task whose final gap is not lower keeps its
+        starting point.
         """
         alpha, residual = result.solution, result.residual
-        pending = result.converged & (residual > POLISH_GAP_FLOOR)
+        pending = tasks & (residual > POLISH_GAP_FLOOR)
         for _ in range(POLISH_STEPS):
             if not bool(pending.any()):
                 break
@@ -276,7 +311,7 @@ class GroupLassoSVM:
                                residual=torch.where(better, polished, residual))
 
     def _fista_on_working_set(self, support: torch.Tensor, onehot: torch.Tensor,
-                              alpha: torch.Tensor) -> FistaResult:
+                              alpha: torch.Tensor, tol: float) -> FistaResult:
         batch, n, d = support.shape
         iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
         scores = _feature_norms(support, onehot, alpha)
@@ -285,7 +320,7 @@ class GroupLassoSVM:
             columns = scores.topk(size, dim=-1).indices
             working = support.gather(2, columns[:, None, :].expand(batch, n, size))
             result = self._fista(_DualProblem(self, working, onehot), alpha,
-                                 max(1, self.max_iter - int(iterations.max())))
+                                 max(1, self.max_iter - int(iterations.max())), tol)
             iterations = iterations + result.iterations
             alpha = result.solution
             scores = _feature_norms(support, onehot, alpha)
@@ -299,15 +334,20 @@ class GroupLassoSVM:
         converged = result.converged & ~violating
         return FistaResult(alpha, torch.where(converged, iterations, self.max_iter), converged, residual)
 
-    def _fista(self, problem: _DualProblem, init: torch.Tensor, max_iter: int) -> FistaResult:
+    def _fista(self, problem: _DualProblem, init: torch.Tensor, max_iter: int,
+               tol: float | None) -> FistaResult:
         refine = problem.newton_step if self.newton and self.lambda1 == 0 else None
         return fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
-                     problem.gap, max_iter, self.tol, self.check_every, refine=refine)
+                     problem.gap, max_iter, tol, self.check_every, refine=refine)
 
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
-        """Primal weights (B, d, K), differentiable in ``support``, and the solve's diagnostics."""
-        exact, info = self._solve_dual(support, onehot, init)
+        """Primal weights (B, d, K), differentiable in ``support``, and the solve's diagnostics.
+
+        The Newton polish (see ``newton``) runs only when ``support`` requires a gradient: the implicit
+        gradient needs the optimal face, the weights alone only ``tol``.
+        """
+        exact, info = self._solve_dual(support, onehot, init, polish=support.requires_grad)
         alpha = exact.to(support.dtype)
         if support.requires_grad:
             alpha = _ImplicitDualSolution.apply(support, alpha, onehot, self, exact)
@@ -320,26 +360,57 @@ def _feature_norms(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Ten
 
 
 class _DualProblem:
-    """The dual of one batch on given feature columns: gradient, gap and a safeguarded Newton step."""
+    """The dual of one batch on given feature columns: gradient, gap and a safeguarded Newton step.
+
+    `gradient` and `dual` also take several points per task, stacked as (B, n, F, K): the Newton step
+    evaluates all its candidate step lengths in one pass.
+    """
 
     def __init__(self, solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor) -> None:
         self.solver, self.support, self.onehot = solver, support, onehot
         self.support_t = support.transpose(1, 2).contiguous()
         self.gram = support @ self.support_t
         self.lipschitz = (torch.linalg.eigvalsh(self.gram)[..., -1] + solver.dual_reg) / solver.lambda2
+        # grad D = (dual_reg alpha - K(alpha)) / lambda2 + (1 - dual_reg / lambda2) Y, with
+        # K(alpha) = X BST(X^T Y - X^T alpha): the constant parts once, two fused ops per gradient
+        self.smoothing = solver.dual_reg / solver.lambda2
+        self.offset = (1 - self.smoothing) * onehot
+        if solver.lambda1 == 0:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
+            self.offset = self.offset - self.gram @ onehot / solver.lambda2
+        else:
+            self.correlation_y = self.support_t @ onehot
+
+    def _stacked(self, tensor: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """(B, r, K) ``tensor`` repeated for each point of (B, n, F, K) ``alpha``, as (B, r, F * K)."""
+        return tensor if alpha.ndim == 3 else tensor.repeat(1, 1, alpha.shape[2])
+
+    def _shrunk_correlation(self, alpha: torch.Tensor) -> torch.Tensor:
+        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), (B, d, K) or (B, d, F, K)."""
+        flat = alpha.reshape(*alpha.shape[:2], -1)
+        correlation = torch.baddbmm(self._stacked(self.correlation_y, alpha), self.support_t, flat, alpha=-1)
+        shape = (alpha.shape[0], self.support.shape[-1], *alpha.shape[2:])
+        return block_soft_threshold(correlation.reshape(shape), self.solver.lambda1)
 
     def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
         s = self.solver
-        if s.lambda1 == 0:  # BST is the identity: work with the n x n Gram matrix
-            kernel_term = self.gram @ (self.onehot - alpha)
-        else:
-            correlation = self.support_t @ (self.onehot - alpha)
-            kernel_term = self.support @ block_soft_threshold(correlation, s.lambda1)
-        return (-kernel_term + s.dual_reg * (alpha - self.onehot)) / s.lambda2 + self.onehot
+        flat = alpha.reshape(*alpha.shape[:2], -1)
+        base = torch.add(self._stacked(self.offset, alpha), flat, alpha=self.smoothing)
+        if s.lambda1 == 0:
+            return torch.baddbmm(base, self.gram, flat, alpha=1 / s.lambda2).reshape(alpha.shape)
+        shrunk = self._shrunk_correlation(alpha).reshape(flat.shape[0], -1, flat.shape[-1])
+        return torch.baddbmm(base, self.support, shrunk, alpha=-1 / s.lambda2).reshape(alpha.shape)
 
     def dual(self, alpha: torch.Tensor) -> torch.Tensor:
+        """D(alpha): (B,) for (B, n, K) ``alpha``, (B, F) for (B, n, F, K)."""
         s = self.solver
-        return svm_dual_objective(alpha, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
+        onehot = self.onehot if alpha.ndim == 3 else self.onehot[:, :, None]
+        if s.lambda1 == 0:  # ||X^T (Y - alpha)||^2 through the Gram matrix
+            residual = (onehot - alpha).reshape(*alpha.shape[:2], -1)
+            kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
+        else:
+            kernel = (self._shrunk_correlation(alpha) ** 2).sum(dim=(1, -1))
+        return (kernel / (2 * s.lambda2) + self.smoothing / 2 * ((alpha - onehot) ** 2).sum(dim=(1, -1))
+                + (onehot * alpha).sum(dim=(1, -1)))
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
         """`svm_relative_gap` at (W(alpha), alpha), computing W(alpha) once."""
@@ -358,22 +429,20 @@ class _DualProblem:
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver)
         step = solve_spd_with_row_sums(hessian, free, -grad)
-        current = self.dual(alpha)
+        fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
+        candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
+        # a projected-gradient step zeroes entries left barely positive, so the face of the result
+        # (which the implicit backward uses) is the face of the optimum
+        step_size = 1 / self.lipschitz[:, None, None, None]
+        candidates = project_simplex(candidates - step_size * self.gradient(candidates))
         # accept the largest fraction that does not increase D beyond rounding: near the optimum the
         # full step is exact, and values that agree to 1e-16 must not reject it
+        current = self.dual(alpha)
         slack = 8 * torch.finfo(alpha.dtype).eps * current.abs()
-        result, pending = alpha, tasks.clone()
-        for fraction in NEWTON_STEP_FRACTIONS:
-            if not bool(pending.any()):
-                break
-            candidate = project_simplex(alpha + fraction * step)
-            # a projected-gradient step zeroes entries left barely positive, so the face of the
-            # result (which the implicit backward uses) is the face of the optimum
-            candidate = project_simplex(candidate - self.gradient(candidate) / self.lipschitz[:, None, None])
-            accept = pending & (self.dual(candidate) <= current + slack)
-            result = torch.where(accept[:, None, None], candidate, result)
-            pending &= ~accept
-        return result
+        accept = (self.dual(candidates) <= (current + slack)[:, None]) & tasks[:, None]
+        first = accept.to(torch.int8).argmax(dim=1)
+        chosen = candidates[torch.arange(alpha.shape[0], device=alpha.device), :, first]
+        return torch.where(accept.any(dim=1)[:, None, None], chosen, alpha)
 
 
 class _ImplicitDualSolution(torch.autograd.Function):
