@@ -25,13 +25,14 @@ $\alpha^\star$, with a Hessian that involves only the active features (the non-z
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
 from metasparse.solvers.fista import FistaResult, fista
-from metasparse.solvers.linear_solve import solve_spd_with_row_sums
+from metasparse.solvers.linear_solve import solve_spd_with_group_sums
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
 
 __all__ = [
@@ -427,8 +428,9 @@ class _DualProblem:
         on_face = alpha > 0
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
-        hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver)
-        step = solve_spd_with_row_sums(hessian, free, -grad)
+        face = _face(free)
+        hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver, face)
+        step = _solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
         candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
         # a projected-gradient step zeroes entries left barely positive, so the face of the result
@@ -463,25 +465,52 @@ class _ImplicitDualSolution(torch.autograd.Function):
         return grad_support, None, None, None, None
 
 
-def _kron_identity(matrix: torch.Tensor, k: int) -> torch.Tensor:
-    """Batched ``kron(matrix, I_k)`` for (B, n, n) ``matrix``, rows indexed by ``i * k + class``."""
-    batch, n, _ = matrix.shape
-    eye = torch.eye(k, dtype=matrix.dtype, device=matrix.device)
-    return (matrix[:, :, None, :, None] * eye[None, None, :, None, :]).reshape(batch, n * k, n * k)
+class _Face(NamedTuple):
+    """The dual entries that may move, gathered per task: entries of rows with at least two free entries
+    (a row with one cannot move under its sum constraint), padded to the batch's largest count."""
+
+    entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K)
+    rows: torch.Tensor  # (B, m) row i of each entry, -1 on padding
 
 
-def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM) -> torch.Tensor:
-    r"""(B, nK, nK) Hessian of D at $V = X^\top(Y - \alpha)$, through the active features only.
+def _face(free: torch.Tensor) -> _Face:
+    """`_Face` of the (B, n, K) bool ``free``."""
+    batch, n, k = free.shape
+    movable = (free & (free.sum(dim=-1, keepdim=True) >= 2)).reshape(batch, n * k)
+    width = max(1, int(movable.sum(dim=1).max()))
+    entries = torch.argsort((~movable).to(torch.int8), dim=1, stable=True)[:, :width]
+    return _Face(entries, torch.where(movable.gather(1, entries), entries // k, -1))
+
+
+def _solve_on_face(hessian: torch.Tensor, face: _Face, rhs: torch.Tensor) -> torch.Tensor:
+    """(B, n, K) solution of the face's KKT system (`solve_spd_with_group_sums`), zero off the face."""
+    batch, n, k = rhs.shape
+    flat = rhs.reshape(batch, n * k)
+    solution = solve_spd_with_group_sums(hessian, face.rows, flat.gather(1, face.entries), n)
+    return torch.zeros_like(flat).scatter(1, face.entries, solution).reshape(rhs.shape)
+
+
+def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM, face: _Face) -> torch.Tensor:
+    r"""(B, m, m) Hessian of D at $V = X^\top(Y - \alpha)$ on the entries of ``face``, through the active
+    features only.
 
     The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
     $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so the Hessian is
     $(X_A \mathrm{diag}(1 - t) X_A^\top \otimes I + Z Z^\top + \mathrm{dual\_reg}\, I) / \lambda_2$
-    with $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$.
+    with $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$, entries indexed by $(i, k)$.
     """
     batch, n, _ = support.shape
     k = v.shape[-1]
+    rows, classes = face.entries // k, face.entries % k
+    m = rows.shape[1]
+    same_class = classes[:, :, None] == classes[:, None, :]
+
+    def kron_identity_on_face(gram: torch.Tensor) -> torch.Tensor:
+        picked = gram.gather(1, rows[:, :, None].expand(batch, m, n))
+        return picked.gather(2, rows[:, None, :].expand(batch, m, m)) * same_class
+
     if solver.lambda1 == 0:
-        hessian = _kron_identity(support @ support.transpose(1, 2), k)
+        hessian = kron_identity_on_face(support @ support.transpose(1, 2))
     else:
         norms = torch.linalg.vector_norm(v, dim=-1)
         active = norms > solver.lambda1
@@ -492,12 +521,14 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM)
         norms_active = norms.gather(1, columns).clamp_min(torch.finfo(v.dtype).tiny)
         ratio = torch.where(is_active, solver.lambda1 / norms_active, 0.0)
         shrink = torch.where(is_active, 1 - ratio, 0.0)
+        shrunk_gram = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
+        hessian = kron_identity_on_face(shrunk_gram)
         directions = v.gather(1, columns[..., None].expand(batch, width, k)) / norms_active[..., None]
-        hessian = _kron_identity((support_active * shrink[:, None, :]) @ support_active.transpose(1, 2), k)
-        z = support_active[:, :, None, :] * (ratio.sqrt()[:, None, :] * directions.transpose(1, 2))[:, None]
-        z = z.reshape(batch, n * k, width)
-        hessian = hessian + z @ z.transpose(1, 2)
-    eye = torch.eye(n * k, dtype=v.dtype, device=v.device)
+        scaled_directions = (ratio.sqrt()[:, :, None] * directions).transpose(1, 2)  # (B, K, width)
+        z = (support_active.gather(1, rows[:, :, None].expand(batch, m, width))
+             * scaled_directions.gather(1, classes[:, :, None].expand(batch, m, width)))
+        hessian = torch.baddbmm(hessian, z, z.transpose(1, 2))
+    eye = torch.eye(m, dtype=v.dtype, device=v.device)
     return (hessian + solver.dual_reg * eye) / solver.lambda2
 
 
@@ -511,8 +542,9 @@ def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, 
     """
     x, a, y = support.double(), alpha.double(), onehot.double()
     residual = y - a
-    hessian = _dual_hessian(x, x.transpose(1, 2) @ residual, solver)
-    u = solve_spd_with_row_sums(hessian, a > 0, grad_alpha.double())
+    face = _face(a > 0)
+    hessian = _dual_hessian(x, x.transpose(1, 2) @ residual, solver, face)
+    u = _solve_on_face(hessian, face, grad_alpha.double())
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         kernel_term = x @ block_soft_threshold(x.transpose(1, 2) @ residual, solver.lambda1)

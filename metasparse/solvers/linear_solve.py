@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["solve_spd", "solve_spd_with_row_sums"]
+__all__ = ["solve_spd", "solve_spd_with_group_sums"]
 
 
 def solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -34,30 +34,39 @@ def solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     return solution[..., 0] if vector else solution
 
 
-def solve_spd_with_row_sums(matrix: torch.Tensor, free: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    r"""Solve $H u = r$ for u supported on ``free`` whose rows sum to zero.
+def solve_spd_with_group_sums(matrix: torch.Tensor, groups: torch.Tensor, rhs: torch.Tensor,
+                              n_groups: int) -> torch.Tensor:
+    r"""Solve $H u = r$ for u whose entries sum to zero within each group.
 
-    This is the KKT system $[H_F\ E; E^\top\ 0][u; \mu] = [r_F; 0]$ of a face F of a product of
-    simplices (rows i of an (n, K) variable), with entries outside F pinned to zero. It is solved by the
-    Schur complement $S = E^\top H_F^{-1} E$ (n x n), with Cholesky factorisations only.
+    This is the KKT system $[H\ E; E^\top\ 0][u; \mu] = [r; 0]$ of a face of a product of simplices,
+    $E_{a g} = 1$ iff entry a is in group g (a row of the simplex variable). It is solved by the Schur
+    complement $S = E^\top H^{-1} E$ (groups x groups), with Cholesky factorisations only.
 
     Args:
-        matrix: (B, nK, nK) symmetric positive definite H, rows indexed by ``i * K + k``.
-        free: (B, n, K) bool, the entries that may be non-zero; each row needs at least one.
-        rhs: (B, n, K).
+        matrix: (B, m, m) symmetric positive definite H on the entries that may move.
+        groups: (B, m) long, the group of each entry in ``[0, n_groups)``, or -1 for padding: a padding
+            entry is pinned to zero (its rows of ``matrix`` are ignored).
+        rhs: (B, m).
+        n_groups: Number of groups; groups without entries get a zero multiplier.
 
     Returns:
-        (B, n, K) solution, zero outside ``free``.
+        (B, m) solution, zero on padding.
+
+    Example:
+        >>> h = torch.eye(3)[None] * 2; groups = torch.tensor([[0, 0, -1]])
+        >>> solve_spd_with_group_sums(h, groups, torch.tensor([[1.0, 0.0, 5.0]]), 1)
+        tensor([[ 0.2500, -0.2500,  0.0000]])
     """
-    batch, n, k = free.shape
     dtype, device = matrix.dtype, matrix.device
-    free_flat = free.reshape(batch, n * k)
-    eye = torch.eye(n * k, dtype=dtype, device=device)
-    pinned = torch.where(free_flat[:, :, None] & free_flat[:, None, :], matrix, eye)
-    sums = free.to(dtype)[:, :, :, None] * torch.eye(n, dtype=dtype, device=device)[None, :, None, :]
-    sums = sums.reshape(batch, n * k, n)
+    valid = groups >= 0
+    pinned = torch.where(valid[:, :, None] & valid[:, None, :], matrix,
+                         torch.eye(matrix.shape[-1], dtype=dtype, device=device))
+    sums = torch.nn.functional.one_hot(groups + 1, n_groups + 1)[..., 1:].to(dtype)  # (B, m, groups)
     factor = torch.linalg.cholesky(pinned)
-    solved = torch.cholesky_solve(torch.cat([(rhs * free).reshape(batch, n * k, 1), sums], dim=2), factor)
+    solved = torch.cholesky_solve(torch.cat([(rhs * valid)[..., None], sums], dim=2), factor)
     particular, basis = solved[..., :1], solved[..., 1:]
-    multipliers = solve_spd(sums.transpose(1, 2) @ basis, sums.transpose(1, 2) @ particular)
-    return (particular - basis @ multipliers).reshape(batch, n, k)
+    schur = sums.transpose(1, 2) @ basis
+    empty = sums.sum(dim=1) == 0
+    schur = schur + torch.diag_embed(empty.to(dtype))
+    multipliers = solve_spd(schur, sums.transpose(1, 2) @ particular)
+    return (particular - basis @ multipliers)[..., 0]

@@ -56,7 +56,9 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
     $$\Pi_\Delta(v) = \arg\min_{a \ge 0,\ \sum_k a_k = 1} \|a - v\|_2 = \max(v - \tau, 0)$$
 
-    with $\tau$ found by sorting (Held, Wolfe and Crowder, 1974; Duchi et al., 2008).
+    with $\tau = \max_k \frac{1}{k}\left(\sum_{j \le k} v_{(j)} - 1\right)$ over the entries sorted in
+    decreasing order (Held, Wolfe and Crowder, 1974; Duchi et al., 2008): every partial sum satisfies
+    $\sum_{j \le k} (v_{(j)} - \tau) \le 1$, with equality on the support of the projection.
 
     Args:
         v: (..., K) tensor; the last dimension is projected.
@@ -70,9 +72,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
                 [1.0000, 0.0000, 0.0000]])
     """
     k = v.shape[-1]
-    sorted_v = torch.sort(v, dim=-1, descending=True).values
-    cumulative = sorted_v.cumsum(dim=-1) - 1
+    cumulative = torch.sort(v, dim=-1, descending=True).values.cumsum(dim=-1) - 1
     ranks = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
-    support_size = (sorted_v * ranks > cumulative).sum(dim=-1, keepdim=True)
-    tau = cumulative.gather(-1, support_size - 1) / support_size.to(v.dtype)
+    tau = (cumulative / ranks).amax(dim=-1, keepdim=True)
     return torch.clamp(v - tau, min=0)
