@@ -51,9 +51,11 @@ __all__ = [
 # Newton step tried, largest first (far from the optimum the full step overshoots); Newton steps that
 # end a converged solve.
 WORKING_SET_MIN = 64
+WORKING_SET_FIRST_TOL = 1e-2
 NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
 POLISH_STEPS = 8
 POLISH_GAP_FLOOR = 1e-13
+POLISH_FEATURE_MARGIN = 0.5
 # A polished task at most this far from optimal (relative gap) stands on the optimal face; one further
 # away is solved REFINE_FACTOR times tighter and polished again, at most REFINE_ROUNDS times.
 POLISH_SETTLED = 1e-10
@@ -274,8 +276,7 @@ class GroupLassoSVM:
         FISTA to ``tol`` x 1e-2, then 1e-4, and polished again; ``iterations`` and ``converged`` keep
         describing the solve at ``tol``.
         """
-        problem = _DualProblem(self, support, onehot)
-        polished = self._polish(problem, result, result.converged)
+        polished = self._polish(support, onehot, result, result.converged)
         tol = self.tol
         for _ in range(REFINE_ROUNDS):
             unsettled = result.converged & (polished.residual > POLISH_SETTLED)
@@ -283,21 +284,29 @@ class GroupLassoSVM:
                 break
             tol *= REFINE_FACTOR
             refined = self._first_order(support, onehot, polished.solution, tol)
-            refined = self._polish(problem, refined, unsettled)
+            refined = self._polish(support, onehot, refined, unsettled)
             better = unsettled & (refined.residual < polished.residual)
             polished = polished._replace(
                 solution=torch.where(better[:, None, None], refined.solution, polished.solution),
                 residual=torch.where(better, refined.residual, polished.residual))
         return polished
 
-    def _polish(self, problem: _DualProblem, result: FistaResult, tasks: torch.Tensor) -> FistaResult:
+    def _polish(self, support: torch.Tensor, onehot: torch.Tensor, result: FistaResult,
+                tasks: torch.Tensor) -> FistaResult:
         """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap.
 
         Each step lowers D, but the primal objective at W(alpha), and so the gap, can rise on the way
         before the steps settle on the optimal face; a task whose final gap is not lower keeps its
-        starting point.
+        starting point. With ``lambda1 > 0`` the steps see only the features within a factor
+        ``POLISH_FEATURE_MARGIN`` of their threshold; the final gap is that of the full problem.
         """
         alpha, residual = result.solution, result.residual
+        features = support
+        if self.lambda1 > 0 and support.shape[-1] > WORKING_SET_MIN:
+            scores = _feature_norms(support, onehot, alpha)
+            size = int((scores > POLISH_FEATURE_MARGIN * self.lambda1).sum(dim=-1).max())
+            features, _ = _working_set(support, scores, max(size, WORKING_SET_MIN))
+        problem = _DualProblem(self, features, onehot)
         pending = tasks & (residual > POLISH_GAP_FLOOR)
         for _ in range(POLISH_STEPS):
             if not bool(pending.any()):
@@ -306,32 +315,38 @@ class GroupLassoSVM:
             pending &= (moved != alpha).flatten(1).any(dim=1)
             alpha = moved
             pending &= problem.gap(alpha) > POLISH_GAP_FLOOR
-        polished = problem.gap(alpha)
+        polished = _gap(self, support, onehot, alpha)
         better = polished < residual
         return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
                                residual=torch.where(better, polished, residual))
 
     def _fista_on_working_set(self, support: torch.Tensor, onehot: torch.Tensor,
                               alpha: torch.Tensor, tol: float) -> FistaResult:
-        batch, n, d = support.shape
+        """FISTA on the features with the largest scores, in rounds: each round starts from the last
+        solution, doubles the working set while features outside it violate their optimality condition,
+        and tightens its tolerance from ``WORKING_SET_FIRST_TOL`` by 10x down to ``tol`` (early rounds
+        only have to find the active features)."""
+        batch, _, d = support.shape
         iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
         scores = _feature_norms(support, onehot, alpha)
-        size = WORKING_SET_MIN
+        size, round_tol = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL)
         while True:
-            columns = scores.topk(size, dim=-1).indices
-            working = support.gather(2, columns[:, None, :].expand(batch, n, size))
+            working, columns = _working_set(support, scores, size)
             result = self._fista(_DualProblem(self, working, onehot), alpha,
-                                 max(1, self.max_iter - int(iterations.max())), tol)
+                                 max(1, self.max_iter - int(iterations.max())), round_tol)
             iterations = iterations + result.iterations
             alpha = result.solution
             scores = _feature_norms(support, onehot, alpha)
             outside = scores.scatter(1, columns, 0.0) > self.lambda1
-            if size == d or not bool(outside.any()) or int(iterations.max()) >= self.max_iter:
+            if int(iterations.max()) >= self.max_iter or (round_tol == tol and not bool(outside.any())):
                 break
-            size = min(d, 2 * size)
+            if bool(outside.any()):
+                size, round_tol = min(d, 2 * size), max(tol, round_tol / 10)
+            else:
+                round_tol = tol
         # without violators the full problem's gap equals the working set's (up to rounding)
         violating = outside.any(dim=-1)
-        residual = torch.where(violating, _DualProblem(self, support, onehot).gap(alpha), result.residual)
+        residual = torch.where(violating, _gap(self, support, onehot, alpha), result.residual)
         converged = result.converged & ~violating
         return FistaResult(alpha, torch.where(converged, iterations, self.max_iter), converged, residual)
 
@@ -353,6 +368,20 @@ class GroupLassoSVM:
         if support.requires_grad:
             alpha = _ImplicitDualSolution.apply(support, alpha, onehot, self, exact)
         return svm_primal_weights(support, onehot, alpha, self.lambda1, self.lambda2), info
+
+
+def _gap(s: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """`svm_relative_gap` at (W(alpha), alpha) for solver ``s``, computing W(alpha) once."""
+    weights = svm_primal_weights(support, onehot, alpha, s.lambda1, s.lambda2)
+    primal = svm_primal_objective(weights, support, onehot, s.lambda1, s.lambda2, s.dual_reg)
+    return _relative_gap(primal, _dual_from_weights(weights, alpha, onehot, s.lambda2, s.dual_reg), onehot)
+
+
+def _working_set(support: torch.Tensor, scores: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (B, n, size) columns of ``support`` with the largest ``scores`` (B, d), and their indices."""
+    batch, n, _ = support.shape
+    columns = scores.topk(size, dim=-1).indices
+    return support.gather(2, columns[:, None, :].expand(batch, n, size)), columns
 
 
 def _feature_norms(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -414,12 +443,7 @@ class _DualProblem:
                 + (onehot * alpha).sum(dim=(1, -1)))
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
-        """`svm_relative_gap` at (W(alpha), alpha), computing W(alpha) once."""
-        s = self.solver
-        weights = svm_primal_weights(self.support, self.onehot, alpha, s.lambda1, s.lambda2)
-        primal = svm_primal_objective(weights, self.support, self.onehot, s.lambda1, s.lambda2, s.dual_reg)
-        dual = _dual_from_weights(weights, alpha, self.onehot, s.lambda2, s.dual_reg)
-        return _relative_gap(primal, dual, self.onehot)
+        return _gap(self.solver, self.support, self.onehot, alpha)
 
     def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """For ``tasks`` (B,) bool: a projected Newton step on the face of alpha, backtracked, kept where
