@@ -24,7 +24,7 @@ class FistaResult(NamedTuple):
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1))
 
 
 def _momentum_table(length: int, like: torch.Tensor) -> torch.Tensor:
@@ -89,7 +89,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
             x_new = torch.where(_per_task(converged, x0), x, x_new)
         difference = x_new - x
         restart = _batch_dot(y - x_new, difference) > 0
-        since_restart = torch.where(restart, 0, since_restart + 1)
+        since_restart = (since_restart + 1).masked_fill_(restart, 0)
         y = torch.addcmul(x_new, _per_task(betas[since_restart], x0), difference)
         x = x_new
         if tol is not None and it % check_every == 0:

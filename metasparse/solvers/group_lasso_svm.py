@@ -191,8 +191,9 @@ class GroupLassoSVM:
         check_every: Iterations between two duality-gap evaluations.
         newton: Use projected Newton steps on the current face of the simplices, kept where they
             lower the dual objective: with ``lambda1 = 0`` whenever FISTA stalls (its gap fell by less
-            than a fifth over ``check_every`` iterations), and for every converged solve as a final
-            polish. With ``lambda1 = 0`` the dual is a QP whose conditioning is that of the kernel,
+            than a fifth over ``check_every`` iterations), and as a final polish of every converged solve
+            that feeds a gradient (`solve` with support that requires grad, and `solve_dual`). With
+            ``lambda1 = 0`` the dual is a QP whose conditioning is that of the kernel,
             bad for large backbone features (ReLU, d = 16000, 15 shots: there FISTA alone did not
             reach tol=1e-4 in 60 iterations, with Newton steps it did in 40-50; see the tests), and a
             Newton step on the right face solves it; the polish makes the solution, and so the implicit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["block_soft_threshold", "project_simplex", "soft_threshold"]
@@ -46,8 +48,8 @@ def block_soft_threshold(v: torch.Tensor, threshold: float | torch.Tensor) -> to
                 [0.0000, 0.0000]])
     """
     norms = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    # clamp keeps 1 - t / ||v|| finite on zero rows; the relu then zeroes them either way
-    shrink = torch.relu(1 - threshold / norms.clamp_min(torch.finfo(v.dtype).tiny))
+    # max(||v|| - t, 0) / ||v||; the clamp keeps zero rows finite (0 / tiny)
+    shrink = (norms - threshold).clamp_min_(0) / norms.clamp_min(torch.finfo(v.dtype).tiny)
     return shrink * v
 
 
@@ -71,8 +73,12 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
         tensor([[0.1667, 0.1667, 0.6667],
                 [1.0000, 0.0000, 0.0000]])
     """
-    k = v.shape[-1]
     cumulative = torch.sort(v, dim=-1, descending=True).values.cumsum(dim=-1) - 1
-    ranks = torch.arange(1, k + 1, device=v.device, dtype=v.dtype)
-    tau = (cumulative / ranks).amax(dim=-1, keepdim=True)
-    return torch.clamp(v - tau, min=0)
+    tau = (cumulative / _ranks(v.shape[-1], v.dtype, v.device)).amax(dim=-1, keepdim=True)
+    return (v - tau).clamp_min_(0)
+
+
+@functools.lru_cache(maxsize=32)
+def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[1, 2, ..., k]``, built once per shape, dtype and device (the projection runs every iteration)."""
+    return torch.arange(1, k + 1, device=device, dtype=dtype)
