@@ -47,9 +47,10 @@ __all__ = [
 ]
 
 
-# Smallest working set of features (below it the full problem is solved directly); the fractions of the
-# Newton step tried, largest first (far from the optimum the full step overshoots); Newton steps that
-# end a converged solve.
+# Smallest working set of features (below it the full problem is solved directly) and the tolerance of
+# its first round; the fractions of the Newton step tried (far from the optimum the full step
+# overshoots); the Newton steps of the polish, the gap where it stops, and the features it sees (those
+# whose norm is above this fraction of lambda1).
 WORKING_SET_MIN = 64
 WORKING_SET_FIRST_TOL = 1e-2
 NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
@@ -123,10 +124,16 @@ def svm_dual_objective(alpha: torch.Tensor, support: torch.Tensor, onehot: torch
 
 def _dual_from_weights(weights: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, lambda2: float,
                        dual_reg: float) -> torch.Tensor:
-    """D(alpha) given ``weights = W(alpha)``: ||BST(.)||^2 / (2 lambda2) = lambda2 ||W||^2 / 2."""
-    return (lambda2 / 2 * (weights**2).sum(dim=(1, 2))
-            + dual_reg / (2 * lambda2) * ((alpha - onehot) ** 2).sum(dim=(1, 2))
-            + (onehot * alpha).sum(dim=(1, 2)))
+    """D(alpha) given ``weights = W(alpha)``: ||BST(.)||^2 = lambda2^2 ||W||^2."""
+    return _dual_from_kernel(lambda2**2 * (weights**2).sum(dim=(1, 2)), alpha, onehot, lambda2, dual_reg)
+
+
+def _dual_from_kernel(kernel: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, lambda2: float,
+                      dual_reg: float) -> torch.Tensor:
+    """D(alpha) given ``kernel = ||BST(X^T (Y - alpha), lambda1)||^2``; sums over the samples (dim 1) and
+    classes (last dim) of ``alpha`` and ``onehot``, so stacked points (B, n, F, K) give (B, F)."""
+    return (kernel / (2 * lambda2) + dual_reg / (2 * lambda2) * ((alpha - onehot) ** 2).sum(dim=(1, -1))
+            + (onehot * alpha).sum(dim=(1, -1)))
 
 
 def svm_relative_gap(weights: torch.Tensor, alpha: torch.Tensor, support: torch.Tensor,
@@ -440,8 +447,7 @@ class _DualProblem:
             kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
         else:
             kernel = (self._shrunk_correlation(alpha) ** 2).sum(dim=(1, -1))
-        return (kernel / (2 * s.lambda2) + self.smoothing / 2 * ((alpha - onehot) ** 2).sum(dim=(1, -1))
-                + (onehot * alpha).sum(dim=(1, -1)))
+        return _dual_from_kernel(kernel, alpha, onehot, s.lambda2, s.dual_reg)
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
         return _gap(self.solver, self.support, self.onehot, alpha)
