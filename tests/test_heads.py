@@ -1,5 +1,7 @@
 """The heads' common contract: shapes, calling conventions, validation, closed-form heads."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +111,15 @@ def test_n_shot_is_checked_when_given():
 def test_forward_without_support_needs_fit():
     with pytest.raises(ValueError, match="fit_"):
         RidgeHead()(torch.randn(5, 4))
+
+
+def test_demo_compares_the_backends_and_they_agree(capsys):
+    from metasparse.demo import run_demo
+
+    assert run_demo(batch=2, n_way=3, n_shot=2, n_query=2, dim=8) == 0
+    report = capsys.readouterr().out
+    match = re.search(r"weights differ by (\S+), gradients w.r.t. the support features by (\S+) "
+                      r"\(relative\); native \(defaults: tol=1e-4\) is \d+x faster", report)
+    assert match, report
+    assert float(match[1]) < 1e-4 and float(match[2]) < 1e-3
+    assert report.count("2/2") == 5  # every head converged on both episodes
