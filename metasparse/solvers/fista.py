@@ -66,8 +66,8 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
             iterations (early-stopped mode) and evaluates the gap once at the end.
         check_every: Iterations between two gap evaluations.
         refine: Optional ``(x, stalled (B,) bool) -> x'``, e.g. a safeguarded Newton step, called at a
-            check for the tasks whose gap fell by less than half since the previous check; tasks it
-            moves restart their momentum from the new point.
+            check for the tasks whose gap fell by less than a fifth (`STALL_RATIO`) since the previous
+            check; tasks it moves restart their momentum from the new point.
 
     Returns:
         A `FistaResult`; ``residual`` is the gap at ``solution``.
@@ -76,7 +76,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     step = _per_task(step, x0)
     x = x0.clone()
     y = x0.clone()
-    # momentum as the number of iterations since the last restart: beta_k = (t_k - 1) / t_{k+1}
+    # each task's momentum is looked up from its number of iterations since its last restart
     since_restart = torch.zeros(batch, dtype=torch.long, device=x0.device)
     betas = _momentum_table(max_iter, x0)
     iterations = torch.full((batch,), max_iter, dtype=torch.long, device=x0.device)
