@@ -123,3 +123,20 @@ def test_demo_compares_the_backends_and_they_agree(capsys):
     assert match, report
     assert float(match[1]) < 1e-4 and float(match[2]) < 1e-3
     assert report.count("2/2") == 5  # every head converged on both episodes
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("make_head", HEADS)
+def test_heads_run_on_the_gpu_and_match_the_cpu(make_head):
+    support, labels = episode(4, 5, 5, 64, seed=30, dtype=torch.float32)
+    query = torch.randn(4, 10, 64, generator=torch.Generator().manual_seed(31))
+    results = {}
+    for device in ("cpu", "cuda"):
+        head = make_head().to(device)
+        x = support.to(device).requires_grad_(True)
+        logits = head(query.to(device), x, labels.to(device), 5)
+        logits.logsumexp(-1).sum().backward()
+        assert logits.device.type == device and x.grad.device.type == device
+        results[device] = (logits.detach().cpu(), x.grad.cpu())
+    torch.testing.assert_close(results["cuda"][0], results["cpu"][0], rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(results["cuda"][1], results["cpu"][1], rtol=1e-3, atol=1e-4)
