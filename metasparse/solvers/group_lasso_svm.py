@@ -56,7 +56,7 @@ WORKING_SET_FIRST_TOL = 1e-2
 NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
 POLISH_STEPS = 8
 POLISH_GAP_FLOOR = 1e-13
-POLISH_FEATURE_MARGIN = 0.5
+POLISH_FEATURE_MARGIN = 0.8
 # A polished task at most this far from optimal (relative gap) stands on the optimal face; one further
 # away is solved REFINE_FACTOR times tighter and polished again, at most REFINE_ROUNDS times.
 POLISH_SETTLED = 1e-10
