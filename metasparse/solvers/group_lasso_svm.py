@@ -460,7 +460,8 @@ class _DualProblem:
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = _face(free)
-        hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver, face)
+        hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver, face,
+                                self.gram)
         step = _solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
         candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
@@ -521,9 +522,10 @@ def _solve_on_face(hessian: torch.Tensor, face: _Face, rhs: torch.Tensor) -> tor
     return torch.zeros_like(flat).scatter(1, face.entries, solution).reshape(rhs.shape)
 
 
-def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM, face: _Face) -> torch.Tensor:
+def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM, face: _Face,
+                  gram: torch.Tensor | None = None) -> torch.Tensor:
     r"""(B, m, m) Hessian of D at $V = X^\top(Y - \alpha)$ on the entries of ``face``, through the active
-    features only.
+    features only; ``gram``, $X X^\top$ if already known, serves ``lambda1 = 0``.
 
     The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
     $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so the Hessian is
@@ -541,7 +543,7 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM,
         return picked.gather(2, rows[:, None, :].expand(batch, m, m)) * same_class
 
     if solver.lambda1 == 0:
-        hessian = kron_identity_on_face(support @ support.transpose(1, 2))
+        hessian = kron_identity_on_face(support @ support.transpose(1, 2) if gram is None else gram)
     else:
         norms = torch.linalg.vector_norm(v, dim=-1)
         active = norms > solver.lambda1
