@@ -392,6 +392,13 @@ def _working_set(support: torch.Tensor, scores: torch.Tensor, size: int) -> tupl
     return support.gather(2, columns[:, None, :].expand(batch, n, size)), columns
 
 
+def _active_features(support: torch.Tensor, norms: torch.Tensor,
+                     lambda1: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_working_set` of the features whose ``norms`` exceed ``lambda1``, as wide as the task with the
+    most (at least 1); in tasks with fewer, the widest inactive features fill in."""
+    return _working_set(support, norms, max(1, int((norms > lambda1).sum(dim=-1).max())))
+
+
 def _feature_norms(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """(B, d) norms of the rows of X^T (Y - alpha): feature j is active iff its norm exceeds lambda1."""
     return torch.linalg.vector_norm(support.transpose(1, 2) @ (onehot - alpha), dim=-1)
@@ -546,12 +553,11 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM,
         hessian = kron_identity_on_face(support @ support.transpose(1, 2) if gram is None else gram)
     else:
         norms = torch.linalg.vector_norm(v, dim=-1)
-        active = norms > solver.lambda1
-        width = max(1, int(active.sum(dim=-1).max()))
-        columns = torch.argsort((~active).to(torch.int8), dim=-1, stable=True)[:, :width]
-        support_active = support.gather(2, columns[:, None, :].expand(batch, n, width))
-        is_active = active.gather(1, columns)
-        norms_active = norms.gather(1, columns).clamp_min(torch.finfo(v.dtype).tiny)
+        support_active, columns = _active_features(support, norms, solver.lambda1)
+        width = columns.shape[1]
+        norms_active = norms.gather(1, columns)
+        is_active = norms_active > solver.lambda1
+        norms_active = norms_active.clamp_min(torch.finfo(v.dtype).tiny)
         ratio = torch.where(is_active, solver.lambda1 / norms_active, 0.0)
         shrink = torch.where(is_active, 1 - ratio, 0.0)
         shrunk_gram = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
@@ -575,11 +581,17 @@ def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, 
     """
     x, a, y = support.double(), alpha.double(), onehot.double()
     residual = y - a
+    correlation = x.transpose(1, 2) @ residual
     face = _face(a > 0)
-    hessian = _dual_hessian(x, x.transpose(1, 2) @ residual, solver, face)
-    u = _solve_on_face(hessian, face, grad_alpha.double())
+    u = _solve_on_face(_dual_hessian(x, correlation, solver, face), face, grad_alpha.double())
+    if solver.lambda1 > 0:  # an inactive feature's column gets no gradient: differentiate the active ones
+        norms = torch.linalg.vector_norm(correlation, dim=-1)
+        x, columns = _active_features(x, norms, solver.lambda1)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         kernel_term = x @ block_soft_threshold(x.transpose(1, 2) @ residual, solver.lambda1)
         (grad_support,) = torch.autograd.grad(kernel_term, x, grad_outputs=u / solver.lambda2)
+    if solver.lambda1 > 0:
+        grad_support = torch.zeros_like(support, dtype=grad_support.dtype).scatter(
+            2, columns[:, None, :].expand_as(grad_support), grad_support)
     return grad_support.to(support.dtype)
