@@ -467,8 +467,8 @@ class _DualProblem:
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = _face(free)
-        hessian = _dual_hessian(self.support, self.support_t @ (self.onehot - alpha), self.solver, face,
-                                self.gram)
+        correlation = None if self.solver.lambda1 == 0 else self.support_t @ (self.onehot - alpha)
+        hessian = _dual_hessian(self.support, correlation, self.solver, face, self.gram)
         step = _solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
         candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
@@ -509,7 +509,9 @@ class _Face(NamedTuple):
     (a row with one cannot move under its sum constraint), padded to the batch's largest count."""
 
     entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K)
-    rows: torch.Tensor  # (B, m) row i of each entry, -1 on padding
+    samples: torch.Tensor  # (B, m) row i of each entry (padding included)
+    classes: torch.Tensor  # (B, m) class k of each entry (padding included)
+    groups: torch.Tensor  # (B, m) row i of each entry, -1 on padding
 
 
 def _face(free: torch.Tensor) -> _Face:
@@ -518,21 +520,23 @@ def _face(free: torch.Tensor) -> _Face:
     movable = (free & (free.sum(dim=-1, keepdim=True) >= 2)).reshape(batch, n * k)
     width = max(1, int(movable.sum(dim=1).max()))
     entries = torch.argsort((~movable).to(torch.int8), dim=1, stable=True)[:, :width]
-    return _Face(entries, torch.where(movable.gather(1, entries), entries // k, -1))
+    samples = entries // k
+    return _Face(entries, samples, entries % k, torch.where(movable.gather(1, entries), samples, -1))
 
 
 def _solve_on_face(hessian: torch.Tensor, face: _Face, rhs: torch.Tensor) -> torch.Tensor:
     """(B, n, K) solution of the face's KKT system (`solve_spd_with_group_sums`), zero off the face."""
     batch, n, k = rhs.shape
     flat = rhs.reshape(batch, n * k)
-    solution = solve_spd_with_group_sums(hessian, face.rows, flat.gather(1, face.entries), n)
+    solution = solve_spd_with_group_sums(hessian, face.groups, flat.gather(1, face.entries), n)
     return torch.zeros_like(flat).scatter(1, face.entries, solution).reshape(rhs.shape)
 
 
-def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM, face: _Face,
+def _dual_hessian(support: torch.Tensor, v: torch.Tensor | None, solver: GroupLassoSVM, face: _Face,
                   gram: torch.Tensor | None = None) -> torch.Tensor:
     r"""(B, m, m) Hessian of D at $V = X^\top(Y - \alpha)$ on the entries of ``face``, through the active
-    features only; ``gram``, $X X^\top$ if already known, serves ``lambda1 = 0``.
+    features only. With ``lambda1 = 0`` it does not depend on V (pass ``None``) and is built from
+    ``gram``, $X X^\top$, when given.
 
     The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
     $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so the Hessian is
@@ -540,8 +544,7 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM,
     with $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$, entries indexed by $(i, k)$.
     """
     batch, n, _ = support.shape
-    k = v.shape[-1]
-    rows, classes = face.entries // k, face.entries % k
+    rows, classes = face.samples, face.classes
     m = rows.shape[1]
     same_class = classes[:, :, None] == classes[:, None, :]
 
@@ -562,12 +565,12 @@ def _dual_hessian(support: torch.Tensor, v: torch.Tensor, solver: GroupLassoSVM,
         shrink = torch.where(is_active, 1 - ratio, 0.0)
         shrunk_gram = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
         hessian = kron_identity_on_face(shrunk_gram)
-        directions = v.gather(1, columns[..., None].expand(batch, width, k)) / norms_active[..., None]
+        directions = v.gather(1, columns[..., None].expand(-1, -1, v.shape[-1])) / norms_active[..., None]
         scaled_directions = (ratio.sqrt()[:, :, None] * directions).transpose(1, 2)  # (B, K, width)
         z = (support_active.gather(1, rows[:, :, None].expand(batch, m, width))
              * scaled_directions.gather(1, classes[:, :, None].expand(batch, m, width)))
         hessian = torch.baddbmm(hessian, z, z.transpose(1, 2))
-    eye = torch.eye(m, dtype=v.dtype, device=v.device)
+    eye = torch.eye(m, dtype=support.dtype, device=support.device)
     return (hessian + solver.dual_reg * eye) / solver.lambda2
 
 
@@ -581,7 +584,7 @@ def _dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, 
     """
     x, a, y = support.double(), alpha.double(), onehot.double()
     residual = y - a
-    correlation = x.transpose(1, 2) @ residual
+    correlation = None if solver.lambda1 == 0 else x.transpose(1, 2) @ residual
     face = _face(a > 0)
     u = _solve_on_face(_dual_hessian(x, correlation, solver, face), face, grad_alpha.double())
     if solver.lambda1 > 0:  # an inactive feature's column gets no gradient: differentiate the active ones
