@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -30,12 +31,19 @@ def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _momentum_table(length: int, like: torch.Tensor) -> torch.Tensor:
     """Nesterov's momentum ``beta_k = (t_{k-1} - 1) / t_k`` for ``k <= length``, with ``t_0 = 1`` and
     ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2)) / 2``; index 0 (just restarted) is 0."""
+    # computed for the next power of two, so that the caps a solver passes share a few cached tables
+    return torch.tensor(_momentum_values(1 << length.bit_length()), dtype=like.dtype, device=like.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _momentum_values(length: int) -> tuple[float, ...]:
+    """`_momentum_table` as floats."""
     t, betas = 1.0, [0.0]
     for _ in range(length):
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         betas.append((t - 1) / t_next)
         t = t_next
-    return torch.tensor(betas, dtype=like.dtype, device=like.device)
+    return tuple(betas)
 
 
 def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
