@@ -2,10 +2,12 @@
 
 from metasparse.tasks.classification import (
     Episode,
+    EpisodeSampler,
     classification_taskset,
     sample_episodes,
     split_support_query,
 )
+from metasparse.tasks.seeding import derive_seed, rng_state, seed_everything, seeded, set_rng_state
 from metasparse.tasks.sparse_linear import (
     REPRESENTATIONS,
     SparseLinearTask,
@@ -18,12 +20,18 @@ from metasparse.tasks.sparse_linear import (
 __all__ = [
     "REPRESENTATIONS",
     "Episode",
+    "EpisodeSampler",
     "SparseLinearTask",
     "classification_taskset",
+    "derive_seed",
     "make_sparse_linear_task",
     "n_nonzero",
     "random_orthogonal",
+    "rng_state",
     "sample_episodes",
+    "seed_everything",
+    "seeded",
+    "set_rng_state",
     "sparse_weights",
     "split_support_query",
 ]

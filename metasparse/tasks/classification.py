@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from metasparse._optional import require
+from metasparse.tasks.seeding import derive_seed, seeded
 
 if TYPE_CHECKING:
     from learn2learn.data import Taskset
     from torch.utils.data import Dataset
 
-__all__ = ["Episode", "classification_taskset", "sample_episodes", "split_support_query"]
+__all__ = ["Episode", "EpisodeSampler", "classification_taskset", "sample_episodes", "split_support_query"]
 
 
 class Episode(NamedTuple):
@@ -43,6 +45,9 @@ def classification_taskset(dataset: Dataset, n_way: int, n_shot: int, n_query: i
     Returns:
         ``learn2learn.data.Taskset`` whose ``sample()`` is ``(x, labels)`` with labels in [0, n_way).
         learn2learn samples with Python's ``random`` module: seed it for reproducible episodes.
+        A dataset with a ``load_items(indices) -> (images, labels)`` method is read one whole episode at
+        a time (the task transforms carry indices, the task's collate loads them in one call) instead
+        of item by item through learn2learn's ``LoadData``.
 
     Example:
         >>> ts = classification_taskset(dataset, n_way=5, n_shot=1, n_query=15)  # doctest: +SKIP
@@ -55,13 +60,42 @@ def classification_taskset(dataset: Dataset, n_way: int, n_shot: int, n_query: i
     meta = l2l.data.MetaDataset(dataset, labels_to_indices=labels_to_indices)
     if len(meta.labels) < n_way:
         raise ValueError(f"n_way={n_way} exceeds the {len(meta.labels)} classes of the dataset")
+    batched = callable(getattr(dataset, "load_items", None))
     transforms = [
         l2l.data.transforms.NWays(meta, n_way),
         l2l.data.transforms.KShots(meta, n_shot + n_query),
-        l2l.data.transforms.LoadData(meta),
+        _LoadIndex(meta) if batched else l2l.data.transforms.LoadData(meta),
         l2l.data.transforms.RemapLabels(meta),
     ]
-    return l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=num_tasks)
+    collate = _BatchedLoad(dataset) if batched else None
+    return l2l.data.Taskset(meta, task_transforms=transforms, num_tasks=num_tasks, task_collate=collate)
+
+
+class _LoadIndex:
+    """Task transform in place of ``LoadData``: each item becomes ``(index, label)``, loaded later."""
+
+    def __init__(self, meta: Any) -> None:
+        self.meta = meta
+
+    def __call__(self, task_description: list) -> list:
+        for description in task_description:
+            description.transforms.append(self._index_and_label)
+        return task_description
+
+    def _index_and_label(self, index: int) -> tuple[int, int]:
+        return index, self.meta.indices_to_labels[index]
+
+
+class _BatchedLoad:
+    """Task collate that loads a whole episode of ``(index, label)`` items with ``load_items``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __call__(self, items: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = [int(item[0]) for item in items]
+        images, _ = self.dataset.load_items(indices)
+        return images, torch.tensor([int(item[1]) for item in items])
 
 
 def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
@@ -94,6 +128,62 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
 
 def sample_episodes(taskset: Taskset, batch_size: int, n_way: int, n_shot: int) -> Episode:
     """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched `Episode`."""
-    episodes = [split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
-                for _ in range(batch_size)]
+    return _stack([split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
+                   for _ in range(batch_size)])
+
+
+def _stack(episodes: Sequence[Episode]) -> Episode:
+    if not episodes:
+        raise ValueError("indices must select at least one episode")
     return Episode(*(torch.stack(parts) for parts in zip(*episodes, strict=True)))
+
+
+class EpisodeSampler:
+    """Meta-batches of episodes from a learn2learn ``Taskset``, each a fixed function of its position.
+
+    Episode ``i`` of batch ``step`` is sampled with every global generator (Python's ``random``, which
+    learn2learn uses, numpy and torch, which augmentations use) seeded by ``derive_seed(seed, step, i)``
+    and then restored. So the episodes do not depend on what ran before them: a run resumed at ``step``
+    sees exactly the episodes the uninterrupted run saw, ``batch(step, indices)`` lets each distributed
+    rank sample only its share of a global batch, and a fixed evaluation set is ``batch(0, range(N))``
+    of a sampler with its own seed. The whole sampler state is ``seed``.
+
+    Args:
+        taskset: Any ``Taskset`` whose ``sample()`` returns ``(data, labels)`` with every label in
+            ``[0, n_way)`` present ``n_shot + n_query`` times (e.g. from `classification_taskset`).
+        batch_size: Episodes per meta-batch.
+        n_way: Classes per episode.
+        n_shot: Support examples per class; the rest are queries.
+        seed: Seed of the episode stream.
+
+    Example:
+        >>> sampler = EpisodeSampler(taskset, batch_size=8, n_way=5, n_shot=15, seed=0)  # doctest: +SKIP
+        >>> episodes = sampler.batch(step=0)          # an Episode with B = 8         # doctest: +SKIP
+        >>> mine = sampler.batch(step=0, indices=range(4, 8))  # rank 1 of 2          # doctest: +SKIP
+    """
+
+    def __init__(self, taskset: Taskset, batch_size: int, n_way: int, n_shot: int, seed: int = 0) -> None:
+        for name, value in (("batch_size", batch_size), ("n_way", n_way), ("n_shot", n_shot)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.taskset, self.batch_size, self.n_way, self.n_shot = taskset, batch_size, n_way, n_shot
+        self.seed = int(seed)
+
+    def episode(self, step: int, index: int) -> Episode:
+        """Episode ``index`` of batch ``step``, unbatched."""
+        with seeded(derive_seed(self.seed, step, index)):
+            data, labels = self.taskset.sample()
+        return split_support_query(data, labels, self.n_way, self.n_shot)
+
+    def batch(self, step: int, indices: Sequence[int] | range | None = None) -> Episode:
+        """The episodes ``indices`` (default: all ``batch_size``) of batch ``step``, stacked."""
+        indices = range(self.batch_size) if indices is None else indices
+        return _stack([self.episode(step, index) for index in indices])
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"seed": seed}``: all a resumed run needs to see the same episodes."""
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore the seed from `state_dict`."""
+        self.seed = int(state["seed"])
