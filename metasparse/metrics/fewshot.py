@@ -1,4 +1,7 @@
-"""Few-shot reporting: accuracy mean +- 95% confidence interval over episodes, and features used."""
+"""Few-shot reporting: accuracy per episode, and its mean +- 95% confidence interval over episodes.
+
+The fraction of features a head uses is ``1 - head.last_info.sparsity`` (`metasparse.solvers.SolverInfo`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["accuracy_with_ci", "episode_accuracy", "features_used"]
+__all__ = ["accuracy_with_ci", "episode_accuracy"]
 
 
 def episode_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -53,21 +56,3 @@ def accuracy_with_ci(accuracies: Sequence[float] | np.ndarray | torch.Tensor) ->
         raise ValueError("accuracies must hold at least one episode")
     return float(values.mean()), float(1.96 * values.std() / math.sqrt(values.size))
 
-
-def features_used(weights: torch.Tensor) -> torch.Tensor:
-    """Per episode, the fraction of features (rows of W) with a non-zero weight for some class.
-
-    Args:
-        weights: (B, d, n_way) weights from a head's ``solve``.
-
-    Returns:
-        (B,) float tensor in [0, 1]; 1 for dense heads (ridge, SVM).
-
-    Example:
-        >>> w = torch.zeros(1, 4, 3); w[0, 1, 2] = 0.5
-        >>> features_used(w)
-        tensor([0.2500])
-    """
-    if weights.dim() != 3:
-        raise ValueError(f"weights must be (B, d, n_way), got {tuple(weights.shape)}")
-    return (weights.detach() != 0).any(-1).float().mean(-1)
