@@ -7,6 +7,16 @@ from metasparse.tasks.classification import (
     sample_episodes,
     split_support_query,
 )
+from metasparse.tasks.regression import (
+    COEFFICIENT_MODES,
+    LATENT_DISTRIBUTIONS,
+    FactorLatents,
+    RegressionBatch,
+    RegressionTaskSampler,
+    TaskConfig,
+    regression_taskset,
+    support_variability,
+)
 from metasparse.tasks.seeding import derive_seed, rng_state, seed_everything, seeded, set_rng_state
 from metasparse.tasks.sparse_linear import (
     REPRESENTATIONS,
@@ -18,6 +28,14 @@ from metasparse.tasks.sparse_linear import (
 )
 
 __all__ = [
+    "COEFFICIENT_MODES",
+    "LATENT_DISTRIBUTIONS",
+    "FactorLatents",
+    "RegressionBatch",
+    "RegressionTaskSampler",
+    "TaskConfig",
+    "regression_taskset",
+    "support_variability",
     "REPRESENTATIONS",
     "Episode",
     "EpisodeSampler",
