@@ -1,0 +1,32 @@
+"""Training: one run machinery (config, checkpoints with RNG state, exact resume, JSONL log, progress,
+``torchrun`` data parallelism) under the episodic few-shot trainer and the bilevel regression trainer."""
+
+from metasparse.train.config import add_config_arguments, config_from_args, option
+from metasparse.train.fewshot import (
+    HEADS,
+    FewShotConfig,
+    FewShotTrainer,
+    evaluate_checkpoint,
+    evaluate_episodes,
+    make_head,
+    smoothed_cross_entropy,
+)
+from metasparse.train.run import RunOptions, Trainer, load_checkpoint, read_metrics, run_training
+
+__all__ = [
+    "HEADS",
+    "FewShotConfig",
+    "FewShotTrainer",
+    "RunOptions",
+    "Trainer",
+    "add_config_arguments",
+    "config_from_args",
+    "evaluate_checkpoint",
+    "evaluate_episodes",
+    "load_checkpoint",
+    "make_head",
+    "option",
+    "read_metrics",
+    "run_training",
+    "smoothed_cross_entropy",
+]
