@@ -33,6 +33,37 @@ def _synthetic(args: argparse.Namespace) -> int:
     return synthetic.run(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from metasparse.train import FewShotConfig, FewShotTrainer, config_from_args, run_training
+
+    config = config_from_args(FewShotConfig, args)
+    summary = run_training(FewShotTrainer(config), config.to_dict(),
+                           config.run_options(args.out, resume=args.resume, progress=not args.no_progress))
+    best = summary["best"] or {}
+    print(f"{args.out}: best validation accuracy {best.get('accuracy', float('nan')):.2f} +- "
+          f"{best.get('ci95', float('nan')):.2f} % at step {best.get('step')} "
+          f"(features used {100 * best.get('features_used', float('nan')):.1f}%)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from metasparse.atomic import write_atomically
+    from metasparse.train import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.run, shots=tuple(args.shots), episodes=args.episodes,
+                                  n_query=args.query, split=args.split, seed=args.seed, device=args.device,
+                                  data_root=args.data_root)
+    for name, result in results.items():
+        print(f"{name}: accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f} % over "
+              f"{result['episodes']} episodes, features used {100 * result['features_used']:.1f}%")
+    out = args.out or (args.run if args.run.is_dir() else args.run.parent) / f"evaluation-{args.split}.json"
+    write_atomically(out, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
+    print(f"wrote {out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     script = BENCHMARKS_DIR / f"{args.name}.py"
     if not script.is_file():
@@ -60,6 +91,34 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic", help="the paper's synthetic generalisation experiment (lasso vs ridge)")
     synthetic.add_arguments(synthetic_parser)
     synthetic_parser.set_defaults(run=_synthetic)
+
+    from metasparse.train import FewShotConfig, add_config_arguments
+
+    train = commands.add_parser(
+        "train", help="episodic meta-training of a backbone with a head (MetaOptNet's recipe by default)",
+        description="Meta-train a backbone with an episodic head; writes config.json, metrics.jsonl, "
+                    "last.pt, best.pt and summary.json to --out. Run under torchrun for data parallelism.")
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_arguments(train, FewShotConfig)
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy +- 95%% CI and features used on fixed test episodes",
+        description="Score a trained run on fixed episodes, MetaOptNet's way: mean accuracy +- "
+                    "1.96 std / sqrt(N) over N episodes, and the mean fraction of features each task uses.")
+    evaluate.add_argument("run", type=Path, help="run directory (uses its best.pt) or a checkpoint file")
+    evaluate.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="support shots (default: 1 5)")
+    evaluate.add_argument("--episodes", type=int, default=1000, help="episodes per shot (default: 1000)")
+    evaluate.add_argument("--query", type=int, default=15, help="queries per class (default: 15)")
+    evaluate.add_argument("--split", choices=("test", "validation"), default="test", help="(default: test)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the episodes (default: 0)")
+    evaluate.add_argument("--device", default=None, help="device (default: the run's)")
+    evaluate.add_argument("--data-root", default=None, help="data folder (default: the run's)")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="results JSON (default: RUN/evaluation-SPLIT.json)")
+    evaluate.set_defaults(run=_evaluate)
 
     bench = commands.add_parser("bench", help="run benchmarks/NAME.py (from a clone of the repository)")
     bench.add_argument("name", help="benchmark name, e.g. heads, render, synthetic")
