@@ -151,7 +151,8 @@ def test_config_flags_file_and_overrides(tmp_path):
     assert config_from_args(ToyConfig, parser.parse_args([])) == ToyConfig()
     file = tmp_path / "config.json"
     file.write_text(json.dumps({"lr": 0.5, "milestones": [0.2], "head": "ridge"}))
-    config = config_from_args(ToyConfig, parser.parse_args(["--config", str(file), "--lr", "0.3", "--no-amp"]))
+    args = parser.parse_args(["--config", str(file), "--lr", "0.3", "--no-amp"])
+    config = config_from_args(ToyConfig, args)
     assert config == ToyConfig(lr=0.3, milestones=(0.2,), head="ridge", amp=False)
     file.write_text(json.dumps({"learning_rate": 0.5}))
     with pytest.raises(ValueError, match="unknown settings \\['learning_rate'\\]"):
