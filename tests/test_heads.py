@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import episode
+from helpers import CLARABEL_TIGHT, episode
 
 from metasparse.heads import GroupLassoSVMHead, ProtoNetHead, RidgeHead, SVMHead
 
@@ -55,13 +55,24 @@ def test_backbone_and_scale_receive_gradients(make_head):
     assert head.scale.grad is not None and torch.isfinite(head.scale.grad)
 
 
-def test_ridge_head_matches_closed_form():
+def test_ridge_head_equals_metaoptnet_rr_qp_solved_by_cvxpy():
+    # MetaOptNet-RR: min_z 1/2 z^T (K + lam I) (x) I z + e^T z with e = -2Y, logits = Q X^T z
+    import cvxpy as cp
+
     support, labels = episode(2, 5, 3, 20, seed=2)
-    weights = RidgeHead(lam=50.0).solve(support, labels, 5)
+    query = torch.randn(2, 6, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    logits = RidgeHead(lam=50.0, learn_scale=False).double()(query, support, labels, 5)
     for b in range(2):
         x, y = support[b].numpy(), np.eye(5)[labels[b].numpy()]
-        expected = np.linalg.solve(x.T @ x + 50.0 * np.eye(20), x.T @ y)  # primal form of the same ridge
-        np.testing.assert_allclose(weights[b].numpy(), expected, rtol=1e-9, atol=1e-12)
+        z = cp.Variable((15, 5))
+        objective = 0.5 * (cp.sum_squares(x.T @ z) + 50.0 * cp.sum_squares(z)) + cp.sum(cp.multiply(-2 * y, z))
+        cp.Problem(cp.Minimize(objective)).solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+        expected = query[b].numpy() @ x.T @ z.value
+        np.testing.assert_allclose(logits[b].numpy(), expected, rtol=1e-7, atol=1e-9)
+    # a plain ridge min ||XW - Y||^2 + lam ||W||^2 gives exactly half of them
+    x, y = support[0].numpy(), np.eye(5)[labels[0].numpy()]
+    plain = query[0].numpy() @ np.linalg.solve(x.T @ x + 50.0 * np.eye(20), x.T @ y)
+    np.testing.assert_allclose(logits[0].numpy(), 2 * plain, rtol=1e-9, atol=1e-12)
 
 
 def test_protonet_head_matches_explicit_distances():

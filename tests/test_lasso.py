@@ -25,7 +25,7 @@ def regression_tasks(batch, n, d, k=None, seed=0):
 @pytest.mark.parametrize("solver", ["native", "cvxpylayers"])
 def test_solution_matches_cvxpy_reference(solver, k):
     features, targets = regression_tasks(3, 20, 10, k, seed=1)
-    head = LassoHead(0.2, solver=solver, **TIGHT)
+    head = LassoHead(0.2, solver=solver, **(TIGHT if solver == "native" else {}))  # SCS reaches ~1e-9
     weights = head.solve(features, targets)
     targets3 = targets[..., None] if k is None else targets
     lam = 0.2 * group_lasso_lambda_max(features, targets3)

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from metasparse.heads.base import EpisodicHead
-from metasparse.heads.validation import check_classification_support
-from metasparse.solvers.cvxpy_problems import CvxpyLayerRunner, group_lasso_svm_problem
-from metasparse.solvers.diagnostics import SolverInfo, warn_if_not_converged
+from metasparse.heads.base import EpisodicHead, empty_info
+from metasparse.heads.validation import (
+    check_choice,
+    check_classification_support,
+    check_max_iter,
+    check_number,
+    check_tol,
+)
+from metasparse.solvers.cvxpy_problems import (
+    CvxpyLayerRunner,
+    cvxpylayers_info,
+    group_lasso_svm_problem,
+    zero_small_rows,
+)
+from metasparse.solvers.diagnostics import SolverInfo, row_sparsity, warn_if_not_converged
 from metasparse.solvers.group_lasso_svm import (
     GroupLassoSVM,
-    check_svm_parameters,
     svm_dual_point,
     svm_lambda1_max,
     svm_relative_gap,
@@ -20,6 +32,9 @@ __all__ = ["SOLVERS", "GroupLassoSVMHead", "SVMHead"]
 
 SOLVERS = ("native", "cvxpylayers")
 """The backends a head can be built with."""
+
+DEFAULT_LAMBDA1 = 0.1
+"""``lambda1`` of a `GroupLassoSVMHead` given neither ``lambda1`` nor ``lambda1_ratio``."""
 
 
 class GroupLassoSVMHead(EpisodicHead):
@@ -32,18 +47,28 @@ class GroupLassoSVMHead(EpisodicHead):
     ``lambda2=1/C`` and ``dual_reg=1`` this is exactly MetaOptNet-SVM.
 
     Args:
-        lambda1: Group-lasso weight (rows of W = features, across classes).
+        lambda1: Group-lasso weight (rows of W = features, across classes), absolute, >= 0; 0.1 unless
+            ``lambda1_ratio`` is given.
         lambda2: Ridge weight, > 0.
         dual_reg: Smoothing of the hinge, > 0 for the native solver (MetaOptNet's ``+1.0 * I``).
         solver: ``"native"`` (batched FISTA on the dual, implicit gradients, any device and dtype) or
             ``"cvxpylayers"`` (the primal through a CvxpyLayer on the CPU in float64; exact reference).
-        max_iter: Native solver iteration cap.
-        tol: Native solver relative duality gap; ``None`` runs exactly ``max_iter`` iterations
-            (MetaOptNet's early stopping), differentiates at that point and reports ``converged=False``.
+        max_iter: Native solver iteration cap, a positive int.
+        tol: Relative duality gap a task must reach to count as converged, > 0. The native solver stops
+            there; cvxpylayers' solutions are checked against it. ``None`` (native only) runs exactly
+            ``max_iter`` iterations (early stopping), differentiates at that point and reports
+            ``converged=False``.
         learn_scale: Learnable logit scale, as in MetaOptNet.
-        scale: Initial logit scale.
+        scale: Initial logit scale, finite.
         solver_args: cvxpylayers ``solver_args``; defaults to
             `metasparse.solvers.cvxpy_problems.DEFAULT_SOLVER_ARGS` (tight SCS, ``mode="lsmr"``).
+        lambda1_ratio: Instead of ``lambda1``: per episode, ``lambda1 = lambda1_ratio * lambda1_max`` of
+            that episode (`lambda1_max`, taken without gradient), so the sparsity does not depend on the
+            scale of the features; >= 0, and 1 or more gives W = 0. Not together with ``lambda1``.
+
+    All hyper-parameters are checked here: a non-finite or out-of-range value raises ``ValueError``
+    naming it. Each setting that misses ``tol`` is warned about once (`ConvergenceWarning`); every
+    call's diagnostics are in `last_info`.
 
     Example:
         >>> head = GroupLassoSVMHead(lambda1=0.1, lambda2=10.0)
@@ -51,60 +76,123 @@ class GroupLassoSVMHead(EpisodicHead):
         >>> logits = head(torch.randn(8, 75, 64), support, labels, n_way=5)
         >>> logits.shape, head.last_info.sparsity.shape
         (torch.Size([8, 75, 5]), torch.Size([8]))
+        >>> relative = GroupLassoSVMHead(lambda1_ratio=1.0)
+        >>> bool((relative.solve(support, labels, n_way=5) == 0).all())
+        True
     """
 
-    def __init__(self, lambda1: float = 0.1, lambda2: float = 10.0, dual_reg: float = 1.0,
+    def __init__(self, lambda1: float | None = None, lambda2: float = 10.0, dual_reg: float = 1.0,
                  solver: str = "native", max_iter: int = 1000, tol: float | None = 1e-4,
                  learn_scale: bool = True, scale: float = 1.0,
-                 solver_args: dict[str, object] | None = None) -> None:
+                 solver_args: dict[str, object] | None = None, lambda1_ratio: float | None = None) -> None:
         super().__init__(learn_scale=learn_scale, scale=scale)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-        self.solver = solver
-        check_svm_parameters(lambda1, lambda2, dual_reg, native=solver == "native")
-        if solver == "native":
-            self.native = GroupLassoSVM(lambda1, lambda2, dual_reg, max_iter, tol)
+        self.solver = check_choice(solver, "solver", SOLVERS)
+        native = solver == "native"
+        if lambda1 is not None and lambda1_ratio is not None:
+            raise ValueError(f"pass lambda1 (absolute) or lambda1_ratio (a fraction of each episode's "
+                             f"lambda1_max), not both; got lambda1={lambda1!r} and "
+                             f"lambda1_ratio={lambda1_ratio!r}")
+        self.lambda1_ratio = None if lambda1_ratio is None else check_number(lambda1_ratio, "lambda1_ratio",
+                                                                             minimum=0.0)
+        self.lambda1 = None if lambda1_ratio is not None else check_number(
+            DEFAULT_LAMBDA1 if lambda1 is None else lambda1, "lambda1", minimum=0.0)
+        self.lambda2 = check_number(lambda2, "lambda2", minimum=0.0, strict=True)
+        if native and isinstance(dual_reg, int | float) and dual_reg == 0:
+            raise ValueError("dual_reg must be > 0 for the native solver, got 0; use solver='cvxpylayers' "
+                             "for the unsmoothed hinge (dual_reg=0)")
+        self.dual_reg = check_number(dual_reg, "dual_reg", minimum=0.0, strict=native)
+        self.max_iter = check_max_iter(max_iter)
+        self.tol = check_tol(tol)
+        if not native and self.tol is None:
+            raise ValueError("tol=None (a fixed number of iterations) needs solver='native'; cvxpylayers "
+                             "solves to SCS's accuracy and checks the result against a tol > 0")
+        if solver_args is not None and not isinstance(solver_args, dict):
+            raise ValueError(f"solver_args must be a dict or None, got {type(solver_args).__name__}")
+        if native:
+            self.native = GroupLassoSVM(lambda1=self.lambda1 or 0.0, lambda2=self.lambda2,
+                                        dual_reg=self.dual_reg, max_iter=self.max_iter, tol=self.tol)
         else:
             self.cvxpylayers = CvxpyLayerRunner(group_lasso_svm_problem, solver_args)
-        self.lambda1, self.lambda2, self.dual_reg = float(lambda1), float(lambda2), float(dual_reg)
+        self._warned: set[tuple] = set()
 
     def extra_repr(self) -> str:
-        return (f"lambda1={self.lambda1}, lambda2={self.lambda2}, dual_reg={self.dual_reg}, "
-                f"solver={self.solver!r}")
+        penalty = (f"lambda1={self.lambda1}" if self.lambda1_ratio is None
+                   else f"lambda1_ratio={self.lambda1_ratio}")
+        return f"{penalty}, lambda2={self.lambda2}, dual_reg={self.dual_reg}, solver={self.solver!r}"
 
     def lambda1_max(self, support: torch.Tensor, support_labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """Per episode, the smallest ``lambda1`` at which this head's weights are all zero.
 
-        See `metasparse.solvers.svm_lambda1_max`; useful to set ``lambda1`` as a fraction of it.
+        See `metasparse.solvers.svm_lambda1_max`; ``lambda1_ratio`` is a fraction of it.
 
         Returns:
             (B,) tensor, or a 0-d tensor for an unbatched episode.
         """
         support, labels, unbatched = check_classification_support(support, support_labels, n_way)
-        onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
-        values = svm_lambda1_max(support, onehot, self.lambda2, self.dual_reg or 1e-12)
+        values = self._lambda1_max(support, self._onehot(support, labels, n_way))
         return values[0] if unbatched else values
 
+    def _lambda1_max(self, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        return svm_lambda1_max(support, onehot, self.lambda2, self.dual_reg or 1e-12)
+
+    @staticmethod
+    def _onehot(support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+        return torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
+
+    def _empty_info(self, support: torch.Tensor) -> SolverInfo:
+        return empty_info(support, self.tol, self.max_iter if self.solver == "native" else 0, self.solver)
+
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
-        onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
+        onehot = self._onehot(support, labels, n_way)
+        lambda1_max = self._lambda1_max(support, onehot)
+        lambda1 = (torch.full_like(lambda1_max, self.lambda1) if self.lambda1_ratio is None
+                   else self.lambda1_ratio * lambda1_max)
         if self.solver == "native":
-            weights, info = self.native.solve(support, onehot)
+            weights, info = self._solve_native(support, onehot, lambda1)
         else:
-            weights, info = self._solve_cvxpylayers(support, onehot)
+            weights, info = self._solve_cvxpylayers(support, onehot, lambda1)
+        if self.dual_reg > 0:  # at or above lambda1_max, W = 0 exactly, with zero gradients
+            weights = weights * (lambda1 < lambda1_max)[:, None, None].to(weights.dtype)
+            active, sparsity = row_sparsity(weights.detach())
+            info = dataclasses.replace(info, active=active, sparsity=sparsity)
         self.last_info = info
-        warn_if_not_converged(info, type(self).__name__)
+        warn_if_not_converged(info, type(self).__name__, self._warned)
         return weights
 
-    def _solve_cvxpylayers(self, support: torch.Tensor,
-                           onehot: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
+    def _solve_native(self, support: torch.Tensor, onehot: torch.Tensor,
+                      lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
+        if self.lambda1_ratio is None:
+            return self.native.solve(support, onehot)
+        # one solver per episode: each has its own lambda1
+        solves = [GroupLassoSVM(lambda1=float(value), lambda2=self.lambda2, dual_reg=self.dual_reg,
+                                max_iter=self.max_iter, tol=self.tol).solve(support[b:b + 1], onehot[b:b + 1])
+                  for b, value in enumerate(lambda1.tolist())]
+        return torch.cat([weights for weights, _ in solves]), _concatenate([info for _, info in solves])
+
+    def _solve_cvxpylayers(self, support: torch.Tensor, onehot: torch.Tensor,
+                           lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
         _, n, d = support.shape
-        key = (n, d, onehot.shape[-1], self.lambda1, self.lambda2, self.dual_reg)
-        (weights,), accurate = self.cvxpylayers(key, support, onehot)
+        key = (n, d, onehot.shape[-1], None, self.lambda2, self.dual_reg)
+        (weights,), accurate = self.cvxpylayers(key, support, onehot, lambda1)
         with torch.no_grad():
-            w, x = weights.detach(), support.detach()
-            alpha = svm_dual_point(x @ w, onehot, self.dual_reg / self.lambda2)
-            residual = svm_relative_gap(w, alpha, x, onehot, self.lambda1, self.lambda2, self.dual_reg)
-        return weights, SolverInfo.from_cvxpylayers(weights, residual, accurate)
+            all_zero = lambda1 >= self._lambda1_max(support, onehot) if self.dual_reg > 0 else lambda1 < 0
+        weights = zero_small_rows(weights, all_zero)
+        with torch.no_grad():
+            w, x = weights.detach().double(), support.detach().double()
+            y, lam = onehot.double(), lambda1.double()
+            alpha = svm_dual_point(x @ w, y, self.dual_reg / self.lambda2)
+            residual = torch.cat([svm_relative_gap(w[b:b + 1], alpha[b:b + 1], x[b:b + 1], y[b:b + 1],
+                                                   float(lam[b]), self.lambda2, self.dual_reg)
+                                  for b in range(w.shape[0])]).to(support.dtype)
+        return weights, cvxpylayers_info(weights, residual, accurate, self.tol, certified=self.dual_reg > 0)
+
+
+def _concatenate(infos: list[SolverInfo]) -> SolverInfo:
+    """One `SolverInfo` of consecutive batches: per-task tensors concatenated, settings from the first."""
+    first = infos[0]
+    fields = {field.name: torch.cat([getattr(info, field.name) for info in infos])
+              for field in dataclasses.fields(first) if isinstance(getattr(first, field.name), torch.Tensor)}
+    return dataclasses.replace(first, **fields)
 
 
 class SVMHead(GroupLassoSVMHead):
@@ -130,6 +218,5 @@ class SVMHead(GroupLassoSVMHead):
     def __init__(self, C: float = 0.1, dual_reg: float = 1.0, solver: str = "native", max_iter: int = 1000,
                  tol: float | None = 1e-4, learn_scale: bool = True, scale: float = 1.0,
                  solver_args: dict[str, object] | None = None) -> None:
-        if not C > 0:
-            raise ValueError(f"C must be > 0, got {C!r}")
+        C = check_number(C, "C", minimum=0.0, strict=True)
         super().__init__(0.0, 1.0 / C, dual_reg, solver, max_iter, tol, learn_scale, scale, solver_args)

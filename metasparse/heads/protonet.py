@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from metasparse.heads.base import EpisodicHead
+from metasparse.heads.validation import check_flag
 from metasparse.solvers.diagnostics import SolverInfo
 
 __all__ = ["ProtoNetHead"]
@@ -31,7 +32,7 @@ class ProtoNetHead(EpisodicHead):
 
     def __init__(self, normalize: bool = True, learn_scale: bool = True, scale: float = 1.0) -> None:
         super().__init__(learn_scale=learn_scale, scale=scale)
-        self.normalize = normalize
+        self.normalize = check_flag(normalize, "normalize")
 
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)

@@ -14,13 +14,16 @@ from typing import NamedTuple
 import torch
 
 from metasparse._optional import require
+from metasparse.solvers.diagnostics import CVXPY_ZERO_ROW_RTOL, SolverInfo, row_sparsity
 
 __all__ = [
     "DEFAULT_SOLVER_ARGS",
     "CvxpyLayerRunner",
     "ParametrizedProblem",
+    "cvxpylayers_info",
     "group_lasso_regression_problem",
     "group_lasso_svm_problem",
+    "zero_small_rows",
 ]
 
 DEFAULT_SOLVER_ARGS: dict[str, object] = {
@@ -46,14 +49,20 @@ class ParametrizedProblem(NamedTuple):
     variables: list
 
 
-def group_lasso_svm_problem(n: int, d: int, k: int, lambda1: float, lambda2: float,
+def group_lasso_svm_problem(n: int, d: int, k: int, lambda1: float | None, lambda2: float,
                             dual_reg: float) -> ParametrizedProblem:
     """The group-lasso multiclass SVM primal with parameters ``[support (n, d), onehot (n, k)]``.
 
-    Returns the variable ``[W (d, k)]``. Requires ``lambda2 > 0``.
+    ``lambda1=None`` makes it a third parameter, ``[support, onehot, lambda1 (nonneg scalar)]``: one
+    layer then serves every ``lambda1`` (per-episode values, e.g. a fraction of each episode's
+    lambda1_max). Returns the variable ``[W (d, k)]``. Requires ``lambda2 > 0``.
     """
     cp = require("cvxpy")
     support, onehot = cp.Parameter((n, d)), cp.Parameter((n, k))
+    parameters = [support, onehot]
+    if lambda1 is None:
+        lambda1 = cp.Parameter(nonneg=True)
+        parameters.append(lambda1)
     weights, scores = cp.Variable((d, k)), cp.Variable((n, k))
     eps = dual_reg / lambda2
     objective = lambda2 / 2 * cp.sum_squares(weights) + lambda1 * cp.sum(cp.norm(weights, 2, axis=1))
@@ -66,7 +75,7 @@ def group_lasso_svm_problem(n: int, d: int, k: int, lambda1: float, lambda2: flo
     # max_k (s_k + 1 - [k = y]) - s_y; multiply(onehot, variables) keeps the problem DPP
     hinge = cp.max(hinge_scores + 1 - onehot, axis=1) - cp.sum(cp.multiply(onehot, hinge_scores), axis=1)
     problem = cp.Problem(cp.Minimize(cp.sum(hinge) + objective), [scores == support @ weights])
-    return ParametrizedProblem(problem, [support, onehot], [weights])
+    return ParametrizedProblem(problem, parameters, [weights])
 
 
 def group_lasso_regression_problem(n: int, d: int, k: int) -> ParametrizedProblem:
@@ -133,3 +142,48 @@ class CvxpyLayerRunner:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return [out.to(device=like.device, dtype=like.dtype) for out in outputs], accurate
 
+
+
+def zero_small_rows(weights: torch.Tensor, all_zero: torch.Tensor,
+                    rtol: float = CVXPY_ZERO_ROW_RTOL) -> torch.Tensor:
+    """Set to exactly zero the rows of a cvxpylayers solution that are zero up to SCS's accuracy.
+
+    SCS solutions are never exactly sparse. A row counts as zero when its norm is at most ``rtol`` times
+    the largest row norm of its task, and every row of a task in ``all_zero`` does (its penalty is at or
+    above lambda_max, where W = 0 exactly, though SCS returns rows of ~1e-11 whose relative sizes are
+    noise). Zeroed rows get zero gradients, as in the exact solution map.
+
+    Args:
+        weights: (B, d, K) solution, differentiable.
+        all_zero: (B,) bool, tasks whose exact solution is W = 0.
+        rtol: Relative threshold.
+
+    Returns:
+        ``weights`` with those rows multiplied by 0 (the mask is constant).
+
+    Example:
+        >>> w = torch.tensor([[[1.0], [1e-9]], [[1e-11], [2e-11]]])
+        >>> zero_small_rows(w, torch.tensor([False, True])).flatten().tolist()
+        [1.0, 0.0, 0.0, 0.0]
+    """
+    with torch.no_grad():
+        norms = torch.linalg.vector_norm(weights, dim=-1)
+        keep = (norms > rtol * norms.amax(dim=-1, keepdim=True)) & ~all_zero[:, None]
+    return weights * keep[..., None].to(weights.dtype)
+
+
+def cvxpylayers_info(weights: torch.Tensor, residual: torch.Tensor, accurate: bool, tol: float,
+                     certified: bool = True) -> SolverInfo:
+    """Diagnostics of a cvxpylayers solve whose small rows went through `zero_small_rows`.
+
+    SCS reports neither iterations (0 here) nor a per-task status: a task is ``converged`` when SCS raised
+    no "inaccurate" warning and its ``residual``, recomputed from the returned weights, is at most
+    ``tol``; sparsity counts the exact zeros. ``certified=False`` says the residual is only an upper bound
+    that need not vanish at the optimum (the unsmoothed hinge, whose dual point at the optimum is not a
+    function of W): it is reported but not checked.
+    """
+    batch, device = weights.shape[0], weights.device
+    active, sparsity = row_sparsity(weights.detach())
+    converged = ((residual <= tol) | (not certified)).to(device) & accurate
+    return SolverInfo(torch.zeros(batch, dtype=torch.long, device=device), converged, residual.to(device),
+                      active, sparsity, tol=tol, max_iter=0, solver="cvxpylayers")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -95,19 +98,52 @@ def row_sparsity(weights: torch.Tensor, rtol: float = 0.0) -> tuple[torch.Tensor
     return active, 1 - active.to(weights.dtype) / weights.shape[-2]
 
 
-def warn_if_not_converged(info: SolverInfo, where: str) -> None:
-    """Warn with diagnostics when some task of ``info`` missed its tolerance (not in fixed mode)."""
+def warn_if_not_converged(info: SolverInfo, where: str, warned: set[tuple] | None = None) -> bool:
+    """Warn with diagnostics when some task of ``info`` missed its tolerance (not in fixed mode).
+
+    Args:
+        info: The solve's diagnostics.
+        where: Who solved (a head's class name), to start the message.
+        warned: The settings already warned about, e.g. a set kept by a head: a setting (solver, tol,
+            max_iter) is warned about once, later misses are silent (their counts stay in each call's
+            ``info``); ``None`` warns every time.
+
+    Returns:
+        Whether a warning was emitted. It is attributed to the first caller outside metasparse's heads
+        and solvers and torch's ``nn.Module`` machinery: the user's line.
+    """
     if info.fixed_iterations or bool(info.converged.all()):
-        return
+        return False
+    setting = (where, info.solver, info.tol, info.max_iter)
+    if warned is not None:
+        if setting in warned:
+            return False
+        warned.add(setting)
+    missed = f"{int((~info.converged).sum())}/{info.converged.numel()} tasks"
+    once = "" if warned is None else " Warned once per head and setting; each call's counts are in last_info."
     if info.solver == "cvxpylayers":
-        warnings.warn(f"{where}: SCS reported an inaccurate solution (worst relative duality gap "
-                      f"{float(info.residual.max()):.2e}); raise solver_args['max_iters'] or loosen "
-                      f"solver_args['eps']", ConvergenceWarning, stacklevel=3)
-        return
-    missed = int((~info.converged).sum())
-    warnings.warn(
-        f"{where}: {missed}/{info.converged.numel()} tasks did not reach tol={info.tol:g} in "
-        f"max_iter={info.max_iter} iterations (worst relative duality gap "
-        f"{float(info.residual.max()):.2e}); the solution is approximate. Raise max_iter or tol, "
-        f"or pass tol=None to run a fixed number of iterations on purpose.",
-        ConvergenceWarning, stacklevel=3)
+        message = (f"{where}: {missed} not solved to tol={info.tol:g}: SCS reported an inaccurate solution "
+                   f"or the recomputed relative duality gap is above tol (worst "
+                   f"{float(info.residual.max()):.2e}); raise solver_args['max_iters'] or loosen "
+                   f"solver_args['eps'].")
+    else:
+        message = (f"{where}: {missed} did not reach tol={info.tol:g} in max_iter={info.max_iter} "
+                   f"iterations (worst relative duality gap {float(info.residual.max()):.2e}); the solution "
+                   f"is approximate. Raise max_iter or tol, or pass tol=None to run a fixed number of "
+                   f"iterations on purpose.")
+    warnings.warn(message + once, ConvergenceWarning, stacklevel=_caller_stacklevel())
+    return True
+
+
+# Frames that stand between a user's call and the warning: heads, solvers, nn.Module.__call__
+_INTERNAL_DIRECTORIES = tuple(str(Path(path).resolve()) + os.sep for path in (
+    Path(__file__).parent, Path(__file__).parents[1] / "heads", Path(torch.nn.modules.__file__).parent))
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of `warnings.warn`, called from the function that calls this, that names the
+    first frame outside `_INTERNAL_DIRECTORIES`."""
+    frame, level = sys._getframe(2), 2  # the caller of warnings.warn is level 1
+    while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(_INTERNAL_DIRECTORIES):
+        frame, level = frame.f_back, level + 1
+    return level
