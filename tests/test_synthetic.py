@@ -229,3 +229,77 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     with pytest.raises(RuntimeError, match="disk full"):
         synthetic.write_results(records[:1], config, tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "a_file" / "out",
+                                      lambda tmp: Path("/proc/metasparse-out"), lambda tmp: tmp / "used"])
+def test_an_unwritable_out_fails_before_the_experiment_runs(tmp_path, monkeypatch, make_out):
+    from metasparse.experiments import synthetic
+
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("someone's file")
+    monkeypatch.setattr(synthetic, "run_experiment", lambda *a, **k: pytest.fail("the experiment ran"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthetic", "--quick", "--out", str(make_out(tmp_path))])
+    assert "--out" in str(exit_info.value.code)
+    assert (tmp_path / "used" / "notes.txt").exists()
+
+
+def _config(m):
+    return SyntheticConfig(m=m, sparsities=(0.2,), n_train=(5,), seeds=2)
+
+
+def _records(value):
+    return summarise({(0.2, 5, r, p): [value, value + 0.1] for r in REPRESENTATIONS for p in PREDICTORS})
+
+
+def test_the_result_set_is_replaced_as_a_unit_and_a_terminated_write_keeps_the_old_one(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from metasparse.experiments import synthetic
+
+    out = tmp_path / "out"
+    synthetic.write_results(_records(0.1), _config(10), out)
+    synthetic.write_results(_records(0.5), _config(12), out)
+    assert json.loads((out / "config.json").read_text())["m"] == 12
+    assert json.loads((out / "results.json").read_text())[0]["r2_mean"] == pytest.approx(0.55)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["config.json", "results.json", "synthetic.png"]
+
+    def terminated_plot(records, config, path):
+        path.write_bytes(b"half a figure")
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill PID` in the middle of the write
+
+    monkeypatch.setattr(synthetic, "plot_results", terminated_plot)
+    with pytest.raises(SystemExit):
+        synthetic.write_results(_records(0.9), _config(14), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_temporaries_of_a_killed_process_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from metasparse.atomic import replace_directory_atomically, write_atomically
+
+    out = tmp_path / "out"
+    # a process killed outright (SIGKILL) in the middle of both kinds of writes
+    script = ("import os, signal, sys\n"
+              "from metasparse.atomic import replace_directory_atomically, write_atomically\n"
+              "def die(path):\n"
+              "    (path / 'x' if path.is_dir() else path).write_text('partial')\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "target = sys.argv[1]\n"
+              "(replace_directory_atomically if sys.argv[2] == 'dir' else write_atomically)(target, die)\n")
+    for kind, target in (("dir", out), ("file", tmp_path / "figure.png")):
+        killed = subprocess.run([sys.executable, "-c", script, str(target), kind])
+        assert killed.returncode == -9
+    assert len(list(tmp_path.glob(".*.tmp"))) == 2
+    replace_directory_atomically(out, lambda directory: (directory / "results.json").write_text("[]"))
+    write_atomically(tmp_path / "figure.png", lambda path: path.write_bytes(b"png"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "out"]
+    assert [p.name for p in out.iterdir()] == ["results.json"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from metasparse._optional import require
-from metasparse.atomic import write_atomically
+from metasparse.atomic import replace_directory_atomically
 from metasparse.tasks.sparse_linear import REPRESENTATIONS, Representation, make_sparse_linear_task, n_nonzero
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Predictor",
     "SyntheticConfig",
     "add_arguments",
+    "check_output_directory",
     "config_from_args",
     "format_table",
     "make_predictor",
@@ -68,6 +70,7 @@ Y_LIMITS = (-0.5, 1.05)
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.json"
 FIGURE_FILE = "synthetic.png"
+_RESULT_FILES = (RESULTS_FILE, CONFIG_FILE, FIGURE_FILE)
 
 # (sparsity, n, representation, predictor) -> one test R^2 per seed
 Scores = dict[tuple[float, int, Representation, Predictor], list[float]]
@@ -250,32 +253,71 @@ def summarise(scores: Scores) -> list[dict[str, Any]]:
     return records
 
 
-def write_results(records: list[dict[str, Any]], config: SyntheticConfig, out_dir: str | Path) -> list[Path]:
-    """Write the figure, ``config.json`` and ``results.json`` (the records) into ``out_dir``.
+def check_output_directory(out_dir: str | Path) -> Path:
+    """Check, before an experiment runs, that `write_results` can write into ``out_dir``.
 
-    Each file is replaced atomically (never half-written), and ``results.json`` comes last, so that a
-    failed plot leaves the previous results in place.
+    ``out_dir`` is replaced as a whole, so it must be missing, or a directory holding only the result
+    files (`RESULTS_FILE`, `CONFIG_FILE`, `FIGURE_FILE`); the nearest existing folder above it must let
+    this process create a directory (tried, then removed).
+
+    Raises:
+        ValueError: Saying what is wrong with ``out_dir``.
+
+    Example:
+        >>> check_output_directory(tempfile.mkdtemp()).is_dir()
+        True
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ValueError(f"{out_dir} exists and is not a directory")
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in _RESULT_FILES)
+        if foreign:
+            raise ValueError(f"{out_dir} holds files other than {', '.join(_RESULT_FILES)} "
+                             f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); the results "
+                             "replace the whole directory: choose a new or empty one")
+    ancestor = out_dir.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot create {out_dir}: {ancestor} is not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=".metasparse-probe-", dir=ancestor)).rmdir()
+    except OSError as error:
+        raise ValueError(f"cannot write into {ancestor} (for {out_dir}): {error.strerror or error}") from None
+    return out_dir
+
+
+def write_results(records: list[dict[str, Any]], config: SyntheticConfig, out_dir: str | Path) -> list[Path]:
+    """Write the figure, ``config.json`` and ``results.json`` (the records) into ``out_dir``, as one set.
+
+    The three files are written into a new directory that then replaces ``out_dir`` in one step
+    (`metasparse.atomic.replace_directory_atomically`): ``out_dir`` holds the previous set or the new one,
+    never a mix, and a failed or killed write leaves the previous set and no temporary behind.
 
     Args:
         records: From `run_experiment`.
         config: The configuration that produced them.
-        out_dir: Created if missing.
+        out_dir: Created if missing; see `check_output_directory`.
 
     Returns:
         The paths written: results, config, figure.
 
+    Raises:
+        ValueError: From `check_output_directory`.
+
     Example:
         >>> write_results(records, config, "runs/synthetic")  # doctest: +SKIP
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    figure_path, config_path, results_path = (out_dir / name for name in (FIGURE_FILE, CONFIG_FILE,
-                                                                             RESULTS_FILE))
-    write_atomically(figure_path, lambda temporary: plot_results(records, config, temporary))
-    for path, document in ((config_path, dataclasses.asdict(config)), (results_path, records)):
-        text = json.dumps(document, indent=1) + "\n"
-        write_atomically(path, lambda temporary, text=text: temporary.write_text(text))
-    return [results_path, config_path, figure_path]
+    out_dir = check_output_directory(out_dir)
+
+    def write(directory: Path) -> None:
+        plot_results(records, config, directory / FIGURE_FILE)
+        for name, document in ((CONFIG_FILE, dataclasses.asdict(config)), (RESULTS_FILE, records)):
+            (directory / name).write_text(json.dumps(document, indent=1) + "\n")
+
+    replace_directory_atomically(out_dir, write)
+    return [out_dir / RESULTS_FILE, out_dir / CONFIG_FILE, out_dir / FIGURE_FILE]
 
 
 def _curve(records: Iterable[dict[str, Any]], sparsity: float, representation: str,
@@ -434,7 +476,8 @@ def run(args: argparse.Namespace) -> int:
         0 on success.
 
     Raises:
-        SystemExit: With a message naming the option, for invalid options.
+        SystemExit: With a message naming the option, for invalid options or an ``--out`` that cannot be
+            written (checked before the experiment runs).
 
     Example:
         >>> from metasparse.cli import main
@@ -445,6 +488,11 @@ def run(args: argparse.Namespace) -> int:
         config = config_from_args(args)
     except ValueError as error:
         raise SystemExit(f"metasparse synthetic: {error}") from error
+    if args.out is not None:
+        try:
+            check_output_directory(args.out)
+        except ValueError as error:
+            raise SystemExit(f"metasparse synthetic: --out: {error}") from error
     print(f"metasparse synthetic: {config}", flush=True)
     start = time.perf_counter()
     records = run_experiment(config)
