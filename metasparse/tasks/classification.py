@@ -62,8 +62,8 @@ def classification_taskset(dataset: Dataset, n_way: int, n_shot: int, n_query: i
         raise ValueError(f"n_way={n_way} exceeds the {len(meta.labels)} classes of the dataset")
     batched = callable(getattr(dataset, "load_items", None))
     transforms = [
-        l2l.data.transforms.NWays(meta, n_way),
-        l2l.data.transforms.KShots(meta, n_shot + n_query),
+        # One transform for both: NWays + KShots builds a description of every item of the n_way classes.
+        l2l.data.transforms.FusedNWaysKShots(meta, n=n_way, k=n_shot + n_query),
         _LoadIndex(meta) if batched else l2l.data.transforms.LoadData(meta),
         l2l.data.transforms.RemapLabels(meta),
     ]

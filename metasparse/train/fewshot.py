@@ -57,7 +57,8 @@ class FewShotConfig:
     data_root: str | None = option(None, "folder holding the benchmark's files (not needed for shapes3d-fs)")
     download: bool = option(False, "let learn2learn download a missing benchmark into --data-root")
     image_size: int | None = option(None, "resize images to this size (None: the dataset's own)")
-    augment: bool = option(True, "MetaOptNet's augmentation of training images")
+    augment: bool = option(True, "MetaOptNet's augmentation of training images (its four natural-image "
+                           "benchmarks only)")
     backbone: str = option("cnn4", "backbone", BACKBONES)
     hidden_size: int = option(64, "cnn4 channels per layer")
     dropblock_size: int = option(5, "resnet12 DropBlock size (MetaOptNet: 5, 2 for 32x32 images)")
@@ -262,7 +263,7 @@ class FewShotTrainer:
     """
 
     def __init__(self, config: FewShotConfig) -> None:
-        from metasparse.data import benchmark_dataset
+        from metasparse.data import benchmark_dataset, benchmark_info
 
         self.config = config
         self.device = resolve_device(config.device)
@@ -273,7 +274,8 @@ class FewShotTrainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         seed_everything(config.seed)
         common = {"data_root": config.data_root, "download": config.download, "image_size": config.image_size}
-        train_set = benchmark_dataset(config.dataset, "train", augment=config.augment, **common)
+        augment = config.augment and benchmark_info(config.dataset).augmentable
+        train_set = benchmark_dataset(config.dataset, "train", augment=augment, **common)
         val_set = benchmark_dataset(config.dataset, "validation", **common)
         self.train_sampler = EpisodeSampler(
             _taskset(train_set, config.n_way, config.train_shot, config.train_query),
