@@ -64,13 +64,17 @@ class BenchmarkSource(NamedTuple):
     """One split as learn2learn's dataset class read it.
 
     Attributes:
-        dataset: The learn2learn (or, for Omniglot, torchvision-backed) dataset, ``transform=None``: its
-            items are ``(image, class)`` with the image as that class returns it.
+        dataset: The learn2learn dataset, read with ``transform=None``: its items are ``(image, class)``
+            with the image as that class returns it.
         labels: int64 (len(dataset),) class of each item as the files number them (not yet ``[0, K)``).
+        order: int64 permutation of the items that is the same on every machine: the files' order, except
+            for Omniglot, whose torchvision reader lists folders and files in ``os.listdir`` order; there
+            it sorts the items by path, and ``labels`` number the characters in sorted path order.
     """
 
     dataset: Dataset
     labels: torch.Tensor
+    order: torch.Tensor
 
 
 def _how_to_fix(root: Path) -> str:
@@ -162,7 +166,7 @@ def _mini_imagenet(root: Path, split: str, download: bool) -> BenchmarkSource:
     if counted != len(images) or bool((labels < 0).any()):
         raise _malformed(name, path, f"'class_dict' must list each of the {len(images)} rows exactly once, "
                                      f"it lists {counted} entries")
-    return BenchmarkSource(dataset, labels)
+    return BenchmarkSource(dataset, labels, torch.arange(len(labels)))
 
 
 def _tiered_imagenet(root: Path, split: str, download: bool) -> BenchmarkSource:
@@ -176,7 +180,7 @@ def _tiered_imagenet(root: Path, split: str, download: bool) -> BenchmarkSource:
         dataset = datasets.TieredImagenet(root=str(root), mode=split, download=download)
     labels = _class_ids(name, labels_path, dataset.labels, len(dataset.images))
     _first_image_size(name, images_path, dataset, TIERED_IMAGENET_SIZE)
-    return BenchmarkSource(dataset, labels)
+    return BenchmarkSource(dataset, labels, torch.arange(len(labels)))
 
 
 def _check_cifarfs_classes(root: Path, download: bool) -> None:
@@ -213,7 +217,7 @@ def _cifarfs(root: Path, split: str, download: bool) -> BenchmarkSource:
         dataset = datasets.CIFARFS(root=str(root), mode=split, download=download)
     labels = _class_ids(name, split_folder, dataset.targets, len(dataset.samples))
     _first_image_size(name, split_folder, dataset, CIFAR_SHAPE[:2])
-    return BenchmarkSource(dataset, labels)
+    return BenchmarkSource(dataset, labels, torch.arange(len(labels)))
 
 
 def _fc100(root: Path, split: str, download: bool) -> BenchmarkSource:
@@ -226,7 +230,8 @@ def _fc100(root: Path, split: str, download: bool) -> BenchmarkSource:
     images = dataset.images
     if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == CIFAR_SHAPE):
         raise _malformed(name, path, f"'data' is {_described(images)}, expected uint8 (N, 32, 32, 3)")
-    return BenchmarkSource(dataset, _class_ids(name, path, dataset.labels, len(images)))
+    labels = _class_ids(name, path, dataset.labels, len(images))
+    return BenchmarkSource(dataset, labels, torch.arange(len(labels)))
 
 
 def _omniglot(root: Path, split: str, download: bool) -> BenchmarkSource:
@@ -255,15 +260,17 @@ def _omniglot(root: Path, split: str, download: bool) -> BenchmarkSource:
     datasets = require("learn2learn.vision.datasets")
     with _reading(name, zips, root, download):
         dataset = datasets.FullOmniglot(root=str(root), download=download)
-    background, evaluation = dataset.dataset.datasets
-    # torchvision keeps each item's character in _flat_character_images; reading it avoids loading every
-    # image (learn2learn's MetaDataset would) just to learn its label.
-    characters = [character for _, character in background._flat_character_images]
-    offset = len(background._characters)
-    characters += [offset + character for _, character in evaluation._flat_character_images]
-    if not characters:
+    # torchvision keeps each item's character and file name in _flat_character_images: reading them avoids
+    # loading every image (as learn2learn's MetaDataset would) just to learn its label.
+    paths = [(f"{part}/{part_dataset._characters[character]}", file_name)
+             for part, part_dataset in zip(OMNIGLOT_PARTS, dataset.dataset.datasets, strict=True)
+             for file_name, character in part_dataset._flat_character_images]
+    if not paths:
         raise _malformed(name, folder, "it holds no character images")
-    return BenchmarkSource(dataset, torch.tensor(characters, dtype=torch.long))
+    character_rank = {character: rank for rank, character in enumerate(sorted({c for c, _ in paths}))}
+    labels = torch.tensor([character_rank[character] for character, _ in paths], dtype=torch.long)
+    order = torch.tensor(sorted(range(len(paths)), key=paths.__getitem__), dtype=torch.long)
+    return BenchmarkSource(dataset, labels, order)
 
 
 _READERS = {"omniglot": _omniglot, "mini-imagenet": _mini_imagenet, "tiered-imagenet": _tiered_imagenet,

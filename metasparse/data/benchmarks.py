@@ -294,7 +294,8 @@ class OmniglotSplit(Learn2LearnSplit):
     Args:
         split: ``"train"``, ``"validation"`` or ``"test"``.
         source: ``FullOmniglot`` read with ``transform=None`` (PIL images).
-        characters: int64 (len(source),) character of each source item.
+        source_items: int64 items of ``source`` in the order to use (`BenchmarkSource.order`).
+        characters: int64 character id of each of ``source_items`` (ids the same on every machine).
         image_size: Side of the returned images.
         seed: Seed of the character split.
 
@@ -304,17 +305,17 @@ class OmniglotSplit(Learn2LearnSplit):
         quarter_turns: int64 (len,) counter-clockwise quarter turns of each item.
     """
 
-    def __init__(self, split: str, source: Dataset, characters: torch.Tensor, image_size: int = 28,
-                 seed: int = 0) -> None:
+    def __init__(self, split: str, source: Dataset, source_items: torch.Tensor, characters: torch.Tensor,
+                 image_size: int = 28, seed: int = 0) -> None:
         present = torch.unique(characters)
         self.character_ids = present[split_omniglot_characters(len(present), seed)[split]]
-        in_split = torch.isin(characters, self.character_ids).nonzero().squeeze(1)
+        in_split = torch.isin(characters, self.character_ids)
         character_labels = torch.searchsorted(self.character_ids, characters[in_split])
-        turns = torch.arange(OMNIGLOT_ROTATIONS).repeat_interleave(len(in_split))
+        turns = torch.arange(OMNIGLOT_ROTATIONS).repeat_interleave(len(character_labels))
         labels = turns * len(self.character_ids) + character_labels.repeat(OMNIGLOT_ROTATIONS)
         self.quarter_turns = turns
-        super().__init__("omniglot", split, source, in_split.repeat(OMNIGLOT_ROTATIONS), labels,
-                         omniglot_preprocessing(image_size), (1, image_size, image_size))
+        super().__init__("omniglot", split, source, source_items[in_split].repeat(OMNIGLOT_ROTATIONS),
+                         labels, omniglot_preprocessing(image_size), (1, image_size, image_size))
 
     def _image(self, index: int) -> torch.Tensor:
         return torch.rot90(super()._image(index), int(self.quarter_turns[index]), dims=(1, 2))
@@ -446,8 +447,9 @@ def benchmark_dataset(name: str, split: str, data_root: str | os.PathLike | None
     if name == "shapes3d-fs":
         return Shapes3DSplit(split, source=_shapes3d_source(data_root), image_size=size)
     source = read_benchmark(name, DEFAULT_DATA_ROOT if data_root is None else data_root, split, download)
+    classes = source.labels[source.order]
     if name == "omniglot":
-        return OmniglotSplit(split, source.dataset, source.labels, image_size=size)
-    labels = torch.unique(source.labels, return_inverse=True)[1]
-    return Learn2LearnSplit(name, split, source.dataset, torch.arange(len(labels)), labels,
+        return OmniglotSplit(split, source.dataset, source.order, classes, image_size=size)
+    labels = torch.unique(classes, return_inverse=True)[1]
+    return Learn2LearnSplit(name, split, source.dataset, source.order, labels,
                             _metaoptnet_transform(info, split, augment, size), info.image_shape(size))
