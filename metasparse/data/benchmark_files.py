@@ -78,7 +78,7 @@ class BenchmarkSource(NamedTuple):
 
 
 def _how_to_fix(root: Path) -> str:
-    return (f"put the files under data_root={str(root)!r} (--data-root), or pass download=True "
+    return (f"Put the files under data_root={str(root)!r} (--data-root), or pass download=True "
             "(--download) to let learn2learn download the missing ones; see docs/datasets.md")
 
 
