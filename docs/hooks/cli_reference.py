@@ -26,7 +26,9 @@ def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, arg
     """``(name, one-line help, parser)`` of each direct subcommand of ``parser``, in definition order."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            formatter = parser._get_formatter()  # expands %(default)s and %% in help strings as --help does
+            helps = {choice.dest: formatter._expand_help(choice) if choice.help else ""
+                     for choice in action._choices_actions}
             for name, subparser in action.choices.items():
                 yield name, helps.get(name, ""), subparser
 
@@ -57,11 +59,13 @@ def cli_reference(parser: argparse.ArgumentParser) -> str:
 
     Example:
         >>> parser = argparse.ArgumentParser(prog="tool", description="A tool.")
-        >>> parser.add_subparsers().add_parser("run", help="run it").add_argument("--fast")
+        >>> parser.add_subparsers().add_parser("run", help="run it at 100%%").add_argument("--fast")
         _StoreAction(...)
         >>> page = cli_reference(parser)
-        >>> "| [`tool run`](#tool-run) | run it |" in page, "usage: tool run [-h] [--fast FAST]" in page
-        (True, True)
+        >>> print(page.splitlines()[2])
+        | [`tool run`](#tool-run) | run it at 100% |
+        >>> "usage: tool run [-h] [--fast FAST]" in page
+        True
     """
     entries = list(walk(parser))
     lines = ["| command | what it does |", "|---|---|"]
