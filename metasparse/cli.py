@@ -52,13 +52,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from metasparse.atomic import write_atomically
     from metasparse.train import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.run, shots=tuple(args.shots), episodes=args.episodes,
+    results = evaluate_checkpoint(args.checkpoint, shots=tuple(args.shots), episodes=args.episodes,
                                   n_query=args.query, split=args.split, seed=args.seed, device=args.device,
                                   data_root=args.data_root)
     for name, result in results.items():
         print(f"{name}: accuracy {result['accuracy']:.2f} +- {result['ci95']:.2f} % over "
               f"{result['episodes']} episodes, features used {100 * result['features_used']:.1f}%")
-    out = args.out or (args.run if args.run.is_dir() else args.run.parent) / f"evaluation-{args.split}.json"
+    run_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    out = args.out or run_dir / f"evaluation-{args.split}.json"
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
     print(f"wrote {out}")
     return 0
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="accuracy +- 95%% CI and features used on fixed test episodes",
         description="Score a trained run on fixed episodes, MetaOptNet's way: mean accuracy +- "
                     "1.96 std / sqrt(N) over N episodes, and the mean fraction of features each task uses.")
-    evaluate.add_argument("run", type=Path, help="run directory (uses its best.pt) or a checkpoint file")
+    evaluate.add_argument("checkpoint", metavar="RUN", type=Path,
+                          help="run directory (uses its best.pt) or a checkpoint file")
     evaluate.add_argument("--shots", type=int, nargs="+", default=[1, 5], help="support shots (default: 1 5)")
     evaluate.add_argument("--episodes", type=int, default=1000, help="episodes per shot (default: 1000)")
     evaluate.add_argument("--query", type=int, default=15, help="queries per class (default: 15)")
