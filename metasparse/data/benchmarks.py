@@ -172,6 +172,17 @@ class FewShotSplit(Dataset):
     Attributes:
         num_classes: Classes in this split.
         labels_to_indices: ``{label: [item indices]}``, for learn2learn's ``MetaDataset``.
+
+    Example:
+        >>> class Constant(FewShotSplit):
+        ...     def _image(self, index):
+        ...         return torch.full((1, 2, 2), float(index))
+        >>> split = Constant("toy", "train", torch.tensor([1, 0, 1]), (1, 2, 2))
+        >>> split.num_classes, split.labels_to_indices
+        (2, {0: [1], 1: [0, 2]})
+        >>> images, labels = split.load_items([2, 0])
+        >>> images[:, 0, 0, 0].tolist(), labels.tolist(), split[1][1]
+        ([2.0, 0.0], [1, 1], 0)
     """
 
     def __init__(self, name: str, split: str, labels: torch.Tensor, image_shape: tuple[int, int, int],
@@ -230,6 +241,11 @@ class Learn2LearnSplit(FewShotSplit):
         labels: int64 (len,) labels in ``[0, num_classes)``.
         transform: Image of a ``source`` item -> float (C, H, W) tensor.
         image_shape: ``(C, H, W)`` of the transformed images.
+
+    Example:
+        >>> test = benchmark_dataset("fc100", "test", data_root="~/data")   # doctest: +SKIP
+        >>> test.num_classes, test.load_items([0, 1])[0].shape   # doctest: +SKIP
+        (20, torch.Size([2, 3, 32, 32]))
     """
 
     def __init__(self, name: str, split: str, source: Dataset, source_indices: torch.Tensor,
@@ -303,6 +319,11 @@ class OmniglotSplit(Learn2LearnSplit):
         character_ids: int64 sorted ids of this split's characters (label ``k`` of turn 0 is
             ``character_ids[k]``).
         quarter_turns: int64 (len,) counter-clockwise quarter turns of each item.
+
+    Example:
+        >>> train = benchmark_dataset("omniglot", "train", data_root="~/data")   # doctest: +SKIP
+        >>> train.num_classes, len(train.character_ids), train[0][0].shape   # doctest: +SKIP
+        (4400, 1100, torch.Size([1, 28, 28]))
     """
 
     def __init__(self, split: str, source: Dataset, source_items: torch.Tensor, characters: torch.Tensor,
