@@ -283,7 +283,13 @@ def test_missing_files_name_the_path_the_layout_and_the_flags(tmp_path: Path, na
     assert list(root.iterdir()) == [] and downloads == []  # nothing created, nothing fetched
 
 
-@pytest.mark.parametrize("name", ["mini-imagenet", "fc100", "cifarfs", "omniglot"])
+def test_data_root_defaults_to_home_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "data" / "FC100_test.pickle"))):
+        benchmark_dataset("fc100", "test")
+
+
+@pytest.mark.parametrize("name", REAL)
 def test_download_true_asks_learn2learn_to_download_and_reports_the_failure(tmp_path: Path, name: str,
                                                                           downloads: list[str]) -> None:
     root = tmp_path / "new" / "root"
