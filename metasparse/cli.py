@@ -24,13 +24,19 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from metasparse.demo import run_demo
 
-    return run_demo()
+    return run_demo(args.out, steps=args.steps, episodes=args.episodes, progress=not args.no_progress)
 
 
 def _synthetic(args: argparse.Namespace) -> int:
     from metasparse.experiments import synthetic
 
     return synthetic.run(args)
+
+
+def _disentangle(args: argparse.Namespace) -> int:
+    from metasparse.experiments import disentangle
+
+    return disentangle.run(args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -84,7 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="versions, solvers, devices; checks learn2learn sampling"
                         ).set_defaults(run=_info)
-    commands.add_parser("demo", help="the main job of `make demo`").set_defaults(run=_demo)
+    demo = commands.add_parser(
+        "demo", help="the main job of `make demo`: meta-train the group-lasso and SVM heads on shapes3d-fs, "
+                     "then compare them on test episodes",
+        description="Meta-train a CNN4 on shapes3d-fs with the group-lasso head and with MetaOptNet's SVM "
+                    "head, then score both on fixed 5-way 1- and 5-shot test episodes. Resumes a killed run.")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
+    demo.add_argument("--steps", type=int, default=300, help="training steps per head (default: 300)")
+    demo.add_argument("--episodes", type=int, default=300, help="test episodes per shot (default: 300)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
 
     from metasparse.experiments import synthetic
 
@@ -92,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic", help="the paper's synthetic generalisation experiment (lasso vs ridge)")
     synthetic.add_arguments(synthetic_parser)
     synthetic_parser.set_defaults(run=_synthetic)
+
+    from metasparse.experiments import disentangle
+
+    disentangle_parser = commands.add_parser(
+        "disentangle", help="the paper's 3D Shapes disentanglement study: one run, or `disentangle sweep`")
+    disentangle.add_arguments(disentangle_parser)
+    disentangle_parser.set_defaults(run=_disentangle)
 
     from metasparse.train import FewShotConfig, add_config_arguments
 

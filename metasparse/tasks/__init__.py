@@ -7,6 +7,7 @@ from metasparse.tasks.classification import (
     sample_episodes,
     split_support_query,
 )
+from metasparse.tasks.random_features import random_episodes
 from metasparse.tasks.regression import (
     COEFFICIENT_MODES,
     LATENT_DISTRIBUTIONS,
@@ -42,6 +43,7 @@ __all__ = [
     "derive_seed",
     "make_sparse_linear_task",
     "n_nonzero",
+    "random_episodes",
     "random_orthogonal",
     "regression_taskset",
     "rng_state",
