@@ -35,6 +35,11 @@ class SolverInfo:
         tol: The tolerance asked for; ``None`` in fixed-iteration (early-stopped) mode.
         max_iter: The iteration cap.
         solver: Which backend produced the solution (``"native"``, ``"cvxpylayers"``, ``"closed_form"``).
+        gradient_trusted: (B,) whether the gradient through each task's solution is that of the exact
+            solution map: the solve converged and, for the group-lasso SVM, its Newton polish settled on
+            the optimal face; for the lasso, the active features are no more than the samples (a unique
+            solution). Where False the gradient is finite and of the right order but approximate
+            (``None``: the backend does not say).
     """
 
     iterations: torch.Tensor
@@ -45,6 +50,7 @@ class SolverInfo:
     tol: float | None
     max_iter: int
     solver: str
+    gradient_trusted: torch.Tensor | None = None
 
     @classmethod
     def closed_form(cls, weights: torch.Tensor, residual: torch.Tensor | None = None) -> SolverInfo:
@@ -54,7 +60,8 @@ class SolverInfo:
         if residual is None:
             residual = torch.zeros(batch, dtype=weights.dtype, device=device)
         active, sparsity = row_sparsity(weights.detach())
-        return cls(ones, ones.bool(), residual, active, sparsity, tol=0.0, max_iter=1, solver="closed_form")
+        return cls(ones, ones.bool(), residual, active, sparsity, tol=0.0, max_iter=1, solver="closed_form",
+                   gradient_trusted=ones.bool())
 
     @classmethod
     def from_cvxpylayers(cls, weights: torch.Tensor, residual: torch.Tensor, accurate: bool) -> SolverInfo:

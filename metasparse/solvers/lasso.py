@@ -23,8 +23,8 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
-from metasparse.solvers.fista import fista
-from metasparse.solvers.linear_solve import solve_spd
+from metasparse.solvers.fista import FistaResult, fista
+from metasparse.solvers.linear_solve import solve_symmetric_pseudo_inverse
 from metasparse.solvers.prox import block_soft_threshold
 
 __all__ = ["GroupLasso", "group_lasso_lambda_max", "group_lasso_relative_gap"]
@@ -104,33 +104,49 @@ class GroupLasso:
         lam = lam.detach().to(features.dtype)
         with torch.no_grad():
             phi, y = features.detach(), targets.detach()
-            phi_t = phi.transpose(1, 2).contiguous()
-            n, d = phi.shape[1:]
-            gram = phi @ phi_t if n <= d else phi_t @ phi
-            lipschitz = torch.linalg.eigvalsh(gram)[..., -1].clamp_min(torch.finfo(phi.dtype).tiny) / n
-            correlation = phi_t @ y
-
-            def gradient(w: torch.Tensor) -> torch.Tensor:
-                return (phi_t @ (phi @ w) - correlation) / n
-
-            def prox(w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-                return block_soft_threshold(w, step * lam[:, None, None])
-
-            def gap(w: torch.Tensor) -> torch.Tensor:
-                return group_lasso_relative_gap(w, phi, y, lam)
-
-            start = torch.zeros(phi.shape[0], d, y.shape[-1], dtype=phi.dtype, device=phi.device)
-            result = fista(start if init is None else init.detach(), gradient, prox, 1 / lipschitz, gap,
-                           self.max_iter, self.tol, self.check_every)
-            # lam >= lambda_max: the solution is exactly zero, whatever rounding did to the iterates
-            above = lam >= group_lasso_lambda_max(phi, y)
-            weights = result.solution.masked_fill(above[:, None, None], 0.0)
+            batch, n, d = phi.shape
+            # lam >= lambda_max (zero targets, zero features, a large ratio): the solution is exactly zero
+            closed_form = lam >= group_lasso_lambda_max(phi, y)
+            weights = torch.zeros(batch, d, y.shape[-1], dtype=phi.dtype, device=phi.device)
+            iterations = torch.zeros(batch, dtype=torch.long, device=phi.device)
+            converged = closed_form & (self.tol is not None)
+            residual = torch.zeros(batch, dtype=phi.dtype, device=phi.device)
+            if not bool(closed_form.all()):
+                tasks = (~closed_form).nonzero()[:, 0]
+                start = None if init is None else init.detach()[tasks]
+                result = self._fista(phi[tasks], y[tasks], lam[tasks], start)
+                weights[tasks], iterations[tasks] = result.solution, result.iterations
+                converged[tasks], residual[tasks] = result.converged, result.residual
             active, sparsity = row_sparsity(weights)
-        info = SolverInfo(result.iterations, result.converged, result.residual, active, sparsity,
-                          self.tol, self.max_iter, "native")
+        # beyond n active rows the solution is not unique and the implicit derivative is not defined
+        trusted = converged & (active <= n)
+        info = SolverInfo(iterations, converged, residual, active, sparsity, self.tol, self.max_iter,
+                          "native", gradient_trusted=trusted)
         if features.requires_grad or targets.requires_grad:
             weights = _ImplicitGroupLassoSolution.apply(features, targets, weights, lam)
         return weights, info
+
+    def _fista(self, phi: torch.Tensor, y: torch.Tensor, lam: torch.Tensor,
+               init: torch.Tensor | None) -> FistaResult:
+        """FISTA on tasks with ``0 < lam < lambda_max``."""
+        phi_t = phi.transpose(1, 2).contiguous()
+        n, d = phi.shape[1:]
+        gram = phi @ phi_t if n <= d else phi_t @ phi
+        lipschitz = torch.linalg.eigvalsh(gram)[..., -1].clamp_min(torch.finfo(phi.dtype).tiny) / n
+        correlation = phi_t @ y
+
+        def gradient(w: torch.Tensor) -> torch.Tensor:
+            return (phi_t @ (phi @ w) - correlation) / n
+
+        def prox(w: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+            return block_soft_threshold(w, step * lam[:, None, None])
+
+        def gap(w: torch.Tensor) -> torch.Tensor:
+            return group_lasso_relative_gap(w, phi, y, lam)
+
+        start = torch.zeros(phi.shape[0], d, y.shape[-1], dtype=phi.dtype, device=phi.device)
+        return fista(start if init is None else init, gradient, prox, 1 / lipschitz, gap, self.max_iter,
+                     self.tol, self.check_every)
 
 
 class _ImplicitGroupLassoSolution(torch.autograd.Function):
@@ -153,7 +169,7 @@ def _group_lasso_vjp(features: torch.Tensor, targets: torch.Tensor, weights: tor
                      lam: torch.Tensor, grad_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Solve $H U_A = \bar W_A$ on the active rows, then
     $\bar\Phi = -(R U^\top + \Phi U W^\top)/n$ and $\bar Y = \Phi U / n$ with
-    $R = \Phi W - Y$. Computed in float64."""
+    $R = \Phi W - Y$, with the pseudo-inverse of H where it is singular. Computed in float64."""
     phi, y, w = features.double(), targets.double(), weights.double()
     batch, n, _ = phi.shape
     k = w.shape[-1]
@@ -176,11 +192,11 @@ def _group_lasso_vjp(features: torch.Tensor, targets: torch.Tensor, weights: tor
     hessian = hessian + blocks.permute(0, 3, 1, 4, 2).reshape(batch, width * k, width * k)
     padding = (~is_active)[..., None].expand(batch, width, k).reshape(batch, width * k)
     hessian = hessian + torch.diag_embed(padding.to(phi.dtype))
-    # a tiny ridge keeps H invertible when the active columns are collinear (duplicated features)
-    jitter = 1e-12 * hessian.diagonal(dim1=1, dim2=2).amax(dim=-1).clamp_min(1.0)
-    hessian = hessian + jitter[:, None, None] * torch.eye(width * k, dtype=phi.dtype, device=phi.device)
     rhs = grad_weights.double().gather(1, rows[..., None].expand(batch, width, k)) * is_active[..., None]
-    u_active = solve_spd(hessian, rhs.reshape(batch, width * k)).reshape(batch, width, k)
+    # H is singular where the solution is not unique: collinear active columns (duplicated features), or
+    # more active rows than samples (an unconverged solve); its pseudo-inverse gives the minimum-norm
+    # derivative there, finite and of the order of the converged one, and the inverse elsewhere
+    u_active = solve_symmetric_pseudo_inverse(hessian, rhs.reshape(batch, width * k)).reshape(batch, width, k)
     u_active = u_active * is_active[..., None]
     u = torch.zeros_like(w).scatter(1, rows[..., None].expand(batch, width, k), u_active)
     residual = phi @ w - y

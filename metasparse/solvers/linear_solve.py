@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["solve_spd", "solve_spd_with_group_sums"]
+__all__ = ["PSEUDO_INVERSE_RCOND", "solve_spd", "solve_spd_with_group_sums", "solve_symmetric_pseudo_inverse"]
+
+PSEUDO_INVERSE_RCOND = 1e-9
+"""Eigenvalues below this fraction of the largest count as zero in `solve_symmetric_pseudo_inverse`."""
 
 
 def solve_spd(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
@@ -70,3 +73,29 @@ def solve_spd_with_group_sums(matrix: torch.Tensor, groups: torch.Tensor, rhs: t
     schur = schur + torch.diag_embed(empty.to(dtype))
     multipliers = solve_spd(schur, sums.transpose(1, 2) @ particular)
     return (particular - basis @ multipliers)[..., 0]
+
+
+def solve_symmetric_pseudo_inverse(matrix: torch.Tensor, rhs: torch.Tensor,
+                                   rcond: float = PSEUDO_INVERSE_RCOND) -> torch.Tensor:
+    """``pinv(matrix) @ rhs`` for a batch of symmetric positive semi-definite ``matrix``, by eigh.
+
+    The inverse where ``matrix`` is well conditioned; eigenvalues below ``rcond`` times the largest are
+    dropped, so a singular system gets its minimum-norm least-squares solution instead of 1/rounding.
+
+    Args:
+        matrix: (B, m, m) symmetric positive semi-definite.
+        rhs: (B, m).
+        rcond: Relative eigenvalue cutoff.
+
+    Returns:
+        (B, m).
+
+    Example:
+        >>> a = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)
+        >>> solve_symmetric_pseudo_inverse(a, torch.tensor([[2.0, 2.0]], dtype=torch.float64))
+        tensor([[1., 1.]], dtype=torch.float64)
+    """
+    values, vectors = torch.linalg.eigh(matrix)
+    keep = values > rcond * values.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)
+    inverse = torch.where(keep, 1 / values.where(keep, 1.0), 0.0)
+    return (vectors @ (inverse * (vectors.transpose(1, 2) @ rhs[..., None])[..., 0])[..., None])[..., 0]

@@ -1,0 +1,111 @@
+"""The group-lasso SVM dual of a batch on given feature columns: gradient, objective, gap, Newton step."""
+
+from __future__ import annotations
+
+import torch
+
+from metasparse.solvers.prox import block_soft_threshold, project_simplex
+from metasparse.solvers.svm_face import dual_hessian, face_of, solve_on_face
+from metasparse.solvers.svm_objective import SVMParameters, dual_from_kernel, gap_of
+
+__all__ = ["NEWTON_STEP_FRACTIONS", "DualProblem"]
+
+NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
+"""The fractions of a Newton step tried, in one pass (far from the optimum the full step overshoots)."""
+
+
+class DualProblem:
+    """The dual of one batch on given feature columns: gradient, gap and a safeguarded Newton step.
+
+    `gradient` and `dual` also take several points per task, stacked as (B, n, F, K): the Newton step
+    evaluates all its candidate step lengths in one pass.
+
+    Args:
+        parameters: lambda1, lambda2 and dual_reg.
+        support: (B, n, p) the feature columns the problem sees (all d, or a working set).
+        onehot: (B, n, K) one-hot labels.
+
+    Example:
+        >>> from metasparse.solvers import GroupLassoSVM
+        >>> X = torch.randn(2, 6, 4).double(); Y = torch.eye(3).double().repeat(2, 2, 1)
+        >>> problem, alpha = DualProblem(GroupLassoSVM(0.1), X, Y), torch.full_like(Y, 1 / 3)
+        >>> problem.gradient(alpha).shape, problem.gap(alpha).shape
+        (torch.Size([2, 6, 3]), torch.Size([2]))
+    """
+
+    def __init__(self, parameters: SVMParameters, support: torch.Tensor, onehot: torch.Tensor) -> None:
+        self.parameters, self.support, self.onehot = parameters, support, onehot
+        self.support_t = support.transpose(1, 2).contiguous()
+        self.gram = support @ self.support_t
+        lambda2, dual_reg = parameters.lambda2, parameters.dual_reg
+        self.lipschitz = (torch.linalg.eigvalsh(self.gram)[..., -1] + dual_reg) / lambda2
+        # grad D = (dual_reg alpha - K(alpha)) / lambda2 + (1 - dual_reg / lambda2) Y, with
+        # K(alpha) = X BST(X^T Y - X^T alpha): the constant parts once, two fused ops per gradient
+        self.smoothing = dual_reg / lambda2
+        self.offset = (1 - self.smoothing) * onehot
+        if parameters.lambda1 == 0:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
+            self.offset = self.offset - self.gram @ onehot / lambda2
+        else:
+            self.correlation_y = self.support_t @ onehot
+
+    def _stacked(self, tensor: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """(B, r, K) ``tensor`` repeated for each point of (B, n, F, K) ``alpha``, as (B, r, F * K)."""
+        return tensor if alpha.ndim == 3 else tensor.repeat(1, 1, alpha.shape[2])
+
+    def _shrunk_correlation(self, alpha: torch.Tensor) -> torch.Tensor:
+        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), (B, p, K) or (B, p, F, K)."""
+        flat = alpha.reshape(*alpha.shape[:2], -1)
+        correlation = torch.baddbmm(self._stacked(self.correlation_y, alpha), self.support_t, flat, alpha=-1)
+        shape = (alpha.shape[0], self.support.shape[-1], *alpha.shape[2:])
+        return block_soft_threshold(correlation.reshape(shape), self.parameters.lambda1)
+
+    def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
+        """grad D(alpha), shaped like ``alpha``."""
+        p = self.parameters
+        flat = alpha.reshape(*alpha.shape[:2], -1)
+        base = torch.add(self._stacked(self.offset, alpha), flat, alpha=self.smoothing)
+        if p.lambda1 == 0:
+            return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape)
+        shrunk = self._shrunk_correlation(alpha).reshape(flat.shape[0], -1, flat.shape[-1])
+        return torch.baddbmm(base, self.support, shrunk, alpha=-1 / p.lambda2).reshape(alpha.shape)
+
+    def dual(self, alpha: torch.Tensor) -> torch.Tensor:
+        """D(alpha): (B,) for (B, n, K) ``alpha``, (B, F) for (B, n, F, K)."""
+        p = self.parameters
+        onehot = self.onehot if alpha.ndim == 3 else self.onehot[:, :, None]
+        if p.lambda1 == 0:  # ||X^T (Y - alpha)||^2 through the Gram matrix
+            residual = (onehot - alpha).reshape(*alpha.shape[:2], -1)
+            kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
+        else:
+            kernel = (self._shrunk_correlation(alpha) ** 2).sum(dim=(1, -1))
+        return dual_from_kernel(kernel, alpha, onehot, p.lambda2, p.dual_reg)
+
+    def gap(self, alpha: torch.Tensor) -> torch.Tensor:
+        """(B,) relative duality gap of this problem (its feature columns only) at alpha."""
+        return gap_of(self.parameters, self.support, self.onehot, alpha)
+
+    def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
+        """For ``tasks`` (B,) bool: a projected Newton step on the face of alpha, backtracked, kept where
+        it does not raise the dual objective."""
+        grad = self.gradient(alpha)
+        on_face = alpha > 0
+        multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
+        free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
+        face = face_of(free)
+        correlation = None if self.parameters.lambda1 == 0 else self.support_t @ (self.onehot - alpha)
+        hessian = dual_hessian(self.support, correlation, self.parameters, face, self.gram)
+        step = solve_on_face(hessian, face, -grad)
+        fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
+        candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
+        # a projected-gradient step zeroes entries left barely positive, so the face of the result
+        # (which the implicit backward uses) is the face of the optimum
+        step_size = 1 / self.lipschitz[:, None, None, None]
+        candidates = project_simplex(candidates - step_size * self.gradient(candidates))
+        # accept the largest fraction that does not increase D beyond rounding: near the optimum the
+        # full step is exact, and values that agree to 1e-16 must not reject it
+        current = self.dual(alpha)
+        slack = 8 * torch.finfo(alpha.dtype).eps * current.abs()
+        accept = (self.dual(candidates) <= (current + slack)[:, None]) & tasks[:, None]
+        first = accept.to(torch.int8).argmax(dim=1)
+        chosen = candidates[torch.arange(alpha.shape[0], device=alpha.device), :, first]
+        return torch.where(accept.any(dim=1)[:, None, None], chosen, alpha)

@@ -1,0 +1,238 @@
+r"""Group-lasso multiclass SVM: primal and dual objectives, duality gap, dual point and ``lambda1_max``.
+
+For support features $X \in \mathbb{R}^{n \times d}$ and one-hot labels $Y$, the primal is
+
+$$
+\min_W \sum_i \ell_\varepsilon(W^\top x_i; y_i) + \frac{\lambda_2}{2}\|W\|_F^2
++ \lambda_1 \sum_j \|W_{j,:}\|_2, \qquad \varepsilon = \mathrm{dual\_reg} / \lambda_2,
+$$
+
+with $\ell_\varepsilon(s; y) = \max_{a \in \Delta_K} \langle a - e_y, s\rangle + 1 - a_y -
+\frac{\varepsilon}{2}\|a - e_y\|^2$ (the Crammer-Singer hinge when $\varepsilon = 0$). Its dual is
+
+$$
+\min_{\alpha_i \in \Delta_K} D(\alpha) = \frac{1}{2\lambda_2}\|\mathrm{BST}(X^\top(Y - \alpha),
+\lambda_1)\|_F^2 + \frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|_F^2 + \langle Y, \alpha\rangle,
+$$
+
+$W = \mathrm{BST}(X^\top(Y - \alpha^\star), \lambda_1) / \lambda_2$ and $P^\star = n - D^\star$.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+from metasparse.solvers.prox import block_soft_threshold, project_simplex
+
+__all__ = [
+    "SVMParameters",
+    "check_svm_parameters",
+    "svm_dual_objective",
+    "svm_dual_point",
+    "svm_lambda1_max",
+    "svm_primal_objective",
+    "svm_primal_weights",
+    "svm_relative_gap",
+    "svm_zero_solution",
+]
+
+
+class SVMParameters(Protocol):
+    """The three weights of the problem (`GroupLassoSVM` is one)."""
+
+    lambda1: float
+    lambda2: float
+    dual_reg: float
+
+
+def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
+                       lambda1: float, lambda2: float) -> torch.Tensor:
+    r"""Primal weights from dual variables: $W = \mathrm{BST}(X^\top(Y-\alpha), \lambda_1)/\lambda_2$.
+
+    Args:
+        support: (B, n, d) support features.
+        onehot: (B, n, K) one-hot labels.
+        alpha: (B, n, K) dual variables, rows on the simplex.
+        lambda1: Group-lasso weight.
+        lambda2: Ridge weight.
+
+    Returns:
+        (B, d, K) weights, differentiable in all tensor inputs.
+
+    Example:
+        >>> X = torch.ones(1, 2, 3); Y = torch.eye(2)[None]
+        >>> svm_primal_weights(X, Y, torch.full((1, 2, 2), 0.5), 0.0, 1.0).shape
+        torch.Size([1, 3, 2])
+    """
+    return weights_from_dual_residual(support, onehot - alpha, lambda1, lambda2)
+
+
+def weights_from_dual_residual(support: torch.Tensor, dual_residual: torch.Tensor, lambda1: float,
+                               lambda2: float) -> torch.Tensor:
+    r"""$W = \mathrm{BST}(X^\top\beta, \lambda_1)/\lambda_2$ from $\beta = Y - \alpha$ (B, n, K).
+
+    Passing $\beta$ rather than $\alpha$ keeps W exact in float32 when $\beta$ is tiny (large features:
+    $\alpha$ close to Y), where $Y - \alpha$ computed in float32 would cancel.
+    """
+    correlation = support.transpose(1, 2) @ dual_residual
+    # BST(., 0) is the identity, but its autograd gradient at a zero row is zero (all-zero features)
+    return (correlation if lambda1 == 0 else block_soft_threshold(correlation, lambda1)) / lambda2
+
+
+def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
+    r"""The maximiser $a^\star$ in $\ell_\varepsilon(s; y)$, row by row.
+
+    With $c = s + 1 - e_y$: $a^\star = \Pi_\Delta(e_y + c / \varepsilon)$ for
+    $\varepsilon > 0$, and the one-hot of $\arg\max_k c_k$ for $\varepsilon = 0$.
+    At the optimum it equals $\alpha^\star$, so it turns any W into a dual point.
+
+    Example:
+        >>> svm_dual_point(torch.zeros(1, 1, 2), torch.tensor([[[1.0, 0.0]]]), 1.0)
+        tensor([[[1., 0.]]])
+    """
+    margins = scores + 1 - onehot
+    if eps > 0:
+        return project_simplex(onehot + margins / eps)
+    return torch.nn.functional.one_hot(margins.argmax(dim=-1), onehot.shape[-1]).to(scores.dtype)
+
+
+def _smoothed_hinge(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
+    """(B,) sum over samples of the smoothed Crammer-Singer hinge of ``scores`` (B, n, K)."""
+    margins = scores + 1 - onehot
+    a = svm_dual_point(scores, onehot, eps)
+    true_scores = (scores * onehot).sum(dim=-1)
+    loss = (a * margins).sum(dim=-1) - true_scores - eps / 2 * ((a - onehot) ** 2).sum(dim=-1)
+    return loss.sum(dim=-1)
+
+
+def _penalty(weights: torch.Tensor, lambda1: float, lambda2: float) -> torch.Tensor:
+    ridge = lambda2 / 2 * (weights**2).sum(dim=(1, 2))
+    return ridge + lambda1 * torch.linalg.vector_norm(weights, dim=-1).sum(dim=-1)
+
+
+def svm_primal_objective(weights: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor,
+                         lambda1: float, lambda2: float, dual_reg: float) -> torch.Tensor:
+    """(B,) primal objective P(W) of the group-lasso SVM (module docstring).
+
+    Example:
+        >>> X = torch.randn(1, 4, 3); Y = torch.eye(2).repeat(1, 2, 1)
+        >>> float(svm_primal_objective(torch.zeros(1, 3, 2), X, Y, 0.1, 10.0, 1.0)) > 0
+        True
+    """
+    scores = support @ weights
+    return _smoothed_hinge(scores, onehot, dual_reg / lambda2) + _penalty(weights, lambda1, lambda2)
+
+
+def svm_dual_objective(alpha: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor,
+                       lambda1: float, lambda2: float, dual_reg: float) -> torch.Tensor:
+    """(B,) dual objective D(alpha) of the group-lasso SVM (module docstring).
+
+    Example:
+        >>> X = torch.randn(1, 4, 3); Y = torch.eye(2).repeat(1, 2, 1)
+        >>> svm_dual_objective(torch.full_like(Y, 0.5), X, Y, 0.1, 10.0, 1.0).shape
+        torch.Size([1])
+    """
+    weights = svm_primal_weights(support, onehot, alpha, lambda1, lambda2)
+    return dual_from_weights(weights, alpha, onehot, lambda2, dual_reg)
+
+
+def dual_from_weights(weights: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, lambda2: float,
+                      dual_reg: float) -> torch.Tensor:
+    """D(alpha) given ``weights = W(alpha)``: ||BST(.)||^2 = lambda2^2 ||W||^2."""
+    return dual_from_kernel(lambda2**2 * (weights**2).sum(dim=(1, 2)), alpha, onehot, lambda2, dual_reg)
+
+
+def dual_from_kernel(kernel: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, lambda2: float,
+                     dual_reg: float) -> torch.Tensor:
+    """D(alpha) given ``kernel = ||BST(X^T (Y - alpha), lambda1)||^2``; sums over the samples (dim 1) and
+    classes (last dim) of ``alpha`` and ``onehot``, so stacked points (B, n, F, K) give (B, F)."""
+    return (kernel / (2 * lambda2) + dual_reg / (2 * lambda2) * ((alpha - onehot) ** 2).sum(dim=(1, -1))
+            + (onehot * alpha).sum(dim=(1, -1)))
+
+
+def svm_relative_gap(weights: torch.Tensor, alpha: torch.Tensor, support: torch.Tensor,
+                     onehot: torch.Tensor, lambda1: float, lambda2: float, dual_reg: float) -> torch.Tensor:
+    """(B,) relative duality gap ``(P(W) - (n - D(alpha))) / P(W)``, zero exactly at the optimum.
+
+    A task whose primal objective is zero (one class: every loss and weight is zero) has gap 0.
+
+    Example:
+        >>> X = torch.randn(1, 4, 3); Y = torch.eye(2).repeat(1, 2, 1); a = torch.full_like(Y, 0.5)
+        >>> W = svm_primal_weights(X, Y, a, 0.1, 10.0)
+        >>> bool(svm_relative_gap(W, a, X, Y, 0.1, 10.0, 1.0) >= 0)
+        True
+    """
+    primal = svm_primal_objective(weights, support, onehot, lambda1, lambda2, dual_reg)
+    dual = svm_dual_objective(alpha, support, onehot, lambda1, lambda2, dual_reg)
+    return relative_gap(primal, dual, onehot)
+
+
+def relative_gap(primal: torch.Tensor, dual: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """(P - (n - D)) / P: strong duality reads P* = n - D*; 0 where P = 0."""
+    gap = primal + dual - onehot.shape[1]
+    return torch.where(primal > 0, gap / primal.clamp_min(torch.finfo(primal.dtype).tiny), gap.abs())
+
+
+def gap_of(parameters: SVMParameters, support: torch.Tensor, onehot: torch.Tensor,
+           alpha: torch.Tensor) -> torch.Tensor:
+    """`svm_relative_gap` at (W(alpha), alpha), computing W(alpha) once."""
+    p = parameters
+    weights = svm_primal_weights(support, onehot, alpha, p.lambda1, p.lambda2)
+    primal = svm_primal_objective(weights, support, onehot, p.lambda1, p.lambda2, p.dual_reg)
+    return relative_gap(primal, dual_from_weights(weights, alpha, onehot, p.lambda2, p.dual_reg), onehot)
+
+
+def svm_zero_solution(onehot: torch.Tensor, lambda2: float, dual_reg: float) -> torch.Tensor:
+    r"""(B, n, K) dual solution when $W = 0$ is optimal: $\alpha^0_i = \Pi_\Delta((1 - \lambda_2 /
+    \mathrm{dual\_reg})\, e_{y_i})$, the minimiser of the dual without its kernel term.
+
+    Example:
+        >>> svm_zero_solution(torch.tensor([[[1.0, 0.0]]]), lambda2=10.0, dual_reg=1.0)
+        tensor([[[0.5000, 0.5000]]])
+    """
+    return project_simplex((1 - lambda2 / dual_reg) * onehot)
+
+
+def svm_lambda1_max(support: torch.Tensor, onehot: torch.Tensor, lambda2: float,
+                    dual_reg: float) -> torch.Tensor:
+    r"""(B,) smallest $\lambda_1$ at which the group-lasso SVM's weights are all zero, no gradient.
+
+    With $W = 0$ the dual reduces to $\frac{\mathrm{dual\_reg}}{2\lambda_2}\|\alpha - Y\|^2 +
+    \langle Y, \alpha\rangle$, minimised by $\alpha^0$ (`svm_zero_solution`), and $W = 0$ is optimal
+    iff every row of $X^\top(Y - \alpha^0)$ has norm at most $\lambda_1$. Requires ``dual_reg > 0``.
+
+    Example:
+        >>> from metasparse.solvers import GroupLassoSVM
+        >>> X = torch.randn(1, 10, 8); Y = torch.eye(5).repeat(1, 2, 1)
+        >>> lam = svm_lambda1_max(X, Y, lambda2=10.0, dual_reg=1.0)
+        >>> bool((GroupLassoSVM(float(lam) * 1.01, 10.0, 1.0).solve(X, Y)[0] == 0).all())
+        True
+    """
+    with torch.no_grad():
+        alpha = svm_zero_solution(onehot, lambda2, dual_reg)
+        correlation = support.transpose(1, 2) @ (onehot - alpha)
+        return torch.linalg.vector_norm(correlation, dim=-1).amax(dim=-1)
+
+
+def check_svm_parameters(lambda1: float, lambda2: float, dual_reg: float, native: bool) -> None:
+    """Raise ``ValueError`` naming the parameter unless ``lambda1 >= 0``, ``lambda2 > 0`` and
+    ``dual_reg > 0`` (native solver) or ``dual_reg >= 0`` (cvxpylayers), all finite.
+
+    Example:
+        >>> check_svm_parameters(0.1, float("inf"), 1.0, native=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: lambda2 must be finite and > 0, got inf
+    """
+    if not 0 <= lambda1 < math.inf:
+        raise ValueError(f"lambda1 must be finite and >= 0, got {lambda1!r}")
+    if not 0 < lambda2 < math.inf:
+        raise ValueError(f"lambda2 must be finite and > 0, got {lambda2!r}")
+    if native and not dual_reg > 0:
+        raise ValueError(f"dual_reg must be > 0 for the native solver, got {dual_reg!r}; "
+                         "use solver='cvxpylayers' for the unsmoothed hinge (dual_reg=0)")
+    if not 0 <= dual_reg < math.inf:
+        raise ValueError(f"dual_reg must be finite and >= 0, got {dual_reg!r}")
