@@ -93,9 +93,8 @@ def test_tasks_are_consistent_and_seeded(shapes, correlated):
     config = TaskConfig(shots=10, test_shots=15, mode="bernoulli", noise_ratio=0.1, batch_size=3)
     sampler = RegressionTaskSampler(regression_taskset(correlated, config), seed=5)
     batch = sampler.batch(step=2)
-    assert batch.images.shape == (3, 25, 3, 64, 64) and batch.images.dtype == torch.float32
-    expected_images = shapes.images(batch.indices[1]).permute(0, 3, 1, 2).float() / 255
-    torch.testing.assert_close(batch.images[1], expected_images)
+    assert batch.images.shape == (3, 25, 64, 64, 3) and batch.images.dtype == torch.uint8
+    assert torch.equal(batch.images[1], shapes.images(batch.indices[1]))
     torch.testing.assert_close(batch.latents, correlated.latents[batch.indices])
     signal = (batch.latents @ batch.weights.unsqueeze(-1)).squeeze(-1)
     for part in (slice(0, 10), slice(10, 25)):

@@ -40,7 +40,7 @@ Example:
     >>> sampler = RegressionTaskSampler(regression_taskset(latents, TaskConfig(mode="bernoulli")), seed=0)
     >>> batch = sampler.batch(step=0)
     >>> batch.images.shape, batch.targets.shape, batch.weights.shape
-    (torch.Size([8, 50, 3, 64, 64]), torch.Size([8, 50]), torch.Size([8, 6]))
+    (torch.Size([8, 50, 64, 64, 3]), torch.Size([8, 50]), torch.Size([8, 6]))
 """
 
 from __future__ import annotations
@@ -336,7 +336,8 @@ class SampleImages:
 class RegressionBatch(NamedTuple):
     """A meta-batch of regression tasks (B tasks, n = shots + test_shots samples each).
 
-    Shapes: ``images`` float32 (B, n, C, H, W) in [0, 1]; ``latents`` float64 (B, n, k); ``targets``
+    Shapes: ``images`` uint8 (B, n, H, W, C) as the dataset gives them (`images_to_float` converts
+    them, best once per batch on the model's device); ``latents`` float64 (B, n, k); ``targets``
     float32 (B, n); ``weights`` float64 (B, k); ``indices`` int64 (B, n). The first ``shots`` samples are
     the support, the rest the query.
     """
@@ -363,7 +364,7 @@ class RegressionCollate:
         signal = z @ weights
         targets = np.concatenate([_add_noise(part, self.noise_ratio)
                                   for part in (signal[:self.shots], signal[self.shots:])])
-        images = images_to_float(self.latents.dataset.images(torch.from_numpy(indices)).cpu())
+        images = self.latents.dataset.images(torch.from_numpy(indices))
         return RegressionBatch(images, torch.from_numpy(z), torch.from_numpy(targets).float(),
                                torch.from_numpy(weights), torch.from_numpy(indices))
 
@@ -405,7 +406,7 @@ def regression_taskset(latents: FactorLatents, config: TaskConfig, num_tasks: in
         >>> from metasparse.data import Shapes3D
         >>> latents = FactorLatents(Shapes3D(), "uniform")
         >>> regression_taskset(latents, TaskConfig(shots=5, test_shots=5)).sample().images.shape
-        torch.Size([10, 3, 64, 64])
+        torch.Size([10, 64, 64, 3])
     """
     l2l = require("learn2learn")
     n = len(latents.latents)
