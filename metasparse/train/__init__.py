@@ -1,6 +1,7 @@
 """Training: one run machinery (config, checkpoints with RNG state, exact resume, JSONL log, progress,
 ``torchrun`` data parallelism) under the episodic few-shot trainer and the bilevel regression trainer."""
 
+from metasparse.train.bilevel import BilevelTrainer, DisentangleConfig, evaluate_encoder, score_representation
 from metasparse.train.config import add_config_arguments, config_from_args, option
 from metasparse.train.fewshot import (
     HEADS,
@@ -15,6 +16,8 @@ from metasparse.train.run import RunOptions, Trainer, load_checkpoint, read_metr
 
 __all__ = [
     "HEADS",
+    "BilevelTrainer",
+    "DisentangleConfig",
     "FewShotConfig",
     "FewShotTrainer",
     "RunOptions",
@@ -22,11 +25,13 @@ __all__ = [
     "add_config_arguments",
     "config_from_args",
     "evaluate_checkpoint",
+    "evaluate_encoder",
     "evaluate_episodes",
     "load_checkpoint",
     "make_head",
     "option",
     "read_metrics",
     "run_training",
+    "score_representation",
     "smoothed_cross_entropy",
 ]

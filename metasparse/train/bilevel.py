@@ -75,7 +75,13 @@ _ENCODE_CHUNK = 1024
 @dataclass(frozen=True)
 class DisentangleConfig:
     """Everything a disentanglement run depends on; saved as the run's ``config.json``. Defaults: the
-    paper's README run, except the coefficient mode (see ``mode``)."""
+    paper's README run, except the coefficient mode (see ``mode``).
+
+    Example:
+        >>> config = DisentangleConfig(method="ridge", rho=0.5)
+        >>> config.task_config().mode, config.run_options("runs/ridge").best_metric
+        ('bernoulli', 'loss')
+    """
 
     data_path: str | None = option(None, "DeepMind's 3dshapes.h5 (default: the procedural renderer)")
     distribution: str = option("equicorrelated", "latent distribution", LATENT_DISTRIBUTIONS)
@@ -192,6 +198,12 @@ class BilevelTrainer:
         encoder: The model.
         latents: The dataset's latents and training distribution.
         device: Where the encoder runs.
+
+    Example:
+        >>> config = DisentangleConfig(steps=2, validate_every=1, val_tasks=8)      # doctest: +SKIP
+        >>> trainer = BilevelTrainer(config)                                         # doctest: +SKIP
+        >>> trainer.train_step(0)["loss"], trainer.validate()["mcc"]                 # doctest: +SKIP
+        (0.18..., 0.3...)
     """
 
     def __init__(self, config: DisentangleConfig, latents: FactorLatents | None = None) -> None:
