@@ -12,7 +12,7 @@ swept, jitter 1, noise ratio 0.1, non-empty Bernoulli(0.5) supports):
 
 * ``paper`` (a GPU): 20,000 steps, validation on 1,000 tasks every 1,000 steps, evaluation on all
   480,000 images, FastICA on 250,000; rho in {0, 0.5, 0.8, 0.9, 0.95, 0.99}, seeds 0, 1, 2; blocks 2, 3, 6.
-* ``reduced`` (the 2-core CPU build machine): 800 steps, validation on 64 tasks every 200 steps,
+* ``reduced`` (the 2-core CPU build machine): 500 steps, validation on 64 tasks every 100 steps,
   evaluation on a uniform sample of 20,000 images, FastICA on 20,000; rho = 0.9, seed 0; block 2.
 
 Example:
@@ -44,7 +44,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
               "correlation": SweepGrid(rhos=(0.0, 0.5, 0.8, 0.9, 0.95, 0.99), methods=("lasso", "ridge"),
                                        seeds=(0, 1, 2)),
               "support": SweepGrid(rhos=(0.9,), block_sizes=(2, 3, 6), methods=("lasso",), seeds=(0, 1, 2))},
-    "reduced": {"config": {"steps": 800, "validate_every": 200, "val_tasks": 64, "probe_samples": 2048,
+    "reduced": {"config": {"steps": 500, "validate_every": 100, "val_tasks": 64, "probe_samples": 2048,
                            "eval_samples": 20_000, "ica_samples": 20_000},
                 "correlation": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(0,)),
                 "support": SweepGrid(rhos=(0.9,), block_sizes=(2,), methods=("lasso",), seeds=(0,))},
