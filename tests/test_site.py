@@ -11,6 +11,7 @@ import argparse
 import ast
 import configparser
 import contextlib
+import doctest
 import importlib.util
 import io
 import re
@@ -89,7 +90,7 @@ def test_site_check_accepts_a_site_whose_assets_and_links_are_all_local(tmp_path
     assert site_check.check_site(clean_site(tmp_path)) == []
 
 
-def test_site_check_reports_each_planted_remote_asset_and_broken_link(tmp_path):
+def test_site_check_reports_each_planted_remote_asset_broken_link_and_mangled_example(tmp_path):
     site = clean_site(tmp_path)
     write_site(site, {
         "planted/index.html": """<html><head>
@@ -102,6 +103,8 @@ def test_site_check_reports_each_planted_remote_asset_and_broken_link(tmp_path):
 <a href="../other/#missing-part">bad anchor</a> <a href="../nowhere/">bad page</a>
 <a href="#nope">bad self</a>
 <script src="../assets/missing.js"></script>
+<blockquote><blockquote><blockquote><p>add(1, 2)</p></blockquote></blockquote></blockquote>
+<p>&gt;&gt;&gt; add(2, 3)</p> <pre><code>&gt;&gt;&gt; add(3, 4)</code></pre> <blockquote>a quote</blockquote>
 </body></html>""",
         "assets/planted.css":
             '@import url("https://fonts.example.org/f.css"); b { background: url(gone.png) }',
@@ -120,6 +123,8 @@ def test_site_check_reports_each_planted_remote_asset_and_broken_link(tmp_path):
         "planted/index.html: broken link '../nowhere/' (no file nowhere/index.html)",
         "planted/index.html: broken link '#nope' (no id 'nope' in planted/index.html)",
         "planted/index.html: broken asset '../assets/missing.js' (no file assets/missing.js)",
+        "planted/index.html: example rendered as text ('nested <blockquote>')",
+        "planted/index.html: example rendered as text ('>>> add(2, 3)')",
     ])
 
 
@@ -342,3 +347,14 @@ def test_license_file_is_the_apache_license_2_0():
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+@pytest.mark.parametrize("hook", [site_check, cli_reference, griffe_examples],
+                         ids=lambda hook: hook.__name__.removeprefix("docs_hook_"))
+def test_hook_examples_pass(hook):
+    finder = doctest.DocTestFinder()
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    report = io.StringIO()
+    for test in finder.find(hook, hook.__name__):
+        runner.run(test, out=report.write)
+    assert runner.tries > 0 and runner.failures == 0, report.getvalue()

@@ -1,4 +1,4 @@
-"""Check a built site: no page or stylesheet loads a remote asset, and no internal link is broken.
+"""Check a built site: no remote asset, no broken internal link, no docstring example mangled into text.
 
 Run after every build as a MkDocs hook (``on_post_build``: the build fails on any problem, so the test
 command's ``mkdocs build --strict`` runs it), or by hand on a built site::
@@ -9,7 +9,8 @@ An *asset* is what a browser fetches to show a page: scripts, stylesheets, fonts
 and CSS ``url()`` / ``@import``. A remote one (``http:``, ``https:``, ``//host``) breaks the page offline.
 Links to other sites (``<a href="https://...">``) are references, not assets, and are allowed. An
 *internal link* is any relative or root-relative ``href``/``src``: its file must exist in the site and its
-``#fragment``, if any, must be an ``id`` of the page it points to.
+``#fragment``, if any, must be an ``id`` of the page it points to. A docstring example that reached
+Markdown as text shows as nested ``<blockquote>`` (its ``>>>``) or as a ``>>>`` outside ``<pre>``/``<code>``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ASSET_ATTRIBUTES = {"script": ("src",), "img": ("src", "srcset"), "source": ("sr
                     "audio": ("src",), "track": ("src",), "object": ("data",), "input": ("src",),
                     "image": ("href",), "use": ("href",)}
 _CSS_REFERENCE = re.compile(r"""url\(\s*(['"]?)(.*?)\1\s*\)|@import\s+(['"])(.*?)\3""", flags=re.IGNORECASE)
+_CODE_TAGS = frozenset({"pre", "code", "script", "textarea"})
 _NOT_FETCHED = ("data:", "mailto:", "tel:", "javascript:", "about:", "blob:")
 MAX_REPORTED = 50
 
@@ -43,6 +45,7 @@ class PageRefs:
     ids: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
     assets: list[str] = field(default_factory=list)
+    loose_prompts: list[str] = field(default_factory=list)  # signs of an example mangled into text
 
 
 class _PageParser(HTMLParser):
@@ -50,6 +53,8 @@ class _PageParser(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.refs = PageRefs()
         self._in_style = False
+        self._code_depth = 0
+        self._quote_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = {name: value for name, value in attrs if value is not None}
@@ -68,13 +73,25 @@ class _PageParser(HTMLParser):
                 urls = values[attribute]
                 self.refs.assets.extend(_srcset(urls) if attribute == "srcset" else [urls])
         self._in_style = tag == "style"
+        if tag in _CODE_TAGS:
+            self._code_depth += 1
+        if tag == "blockquote":
+            self._quote_depth += 1
+            if self._quote_depth == 2:  # ">>> x" in Markdown is three nested quotes
+                self.refs.loose_prompts.append("nested <blockquote>")
 
     def handle_endtag(self, tag: str) -> None:
         self._in_style = False
+        if tag in _CODE_TAGS and self._code_depth:
+            self._code_depth -= 1
+        if tag == "blockquote" and self._quote_depth:
+            self._quote_depth -= 1
 
     def handle_data(self, data: str) -> None:
         if self._in_style:
             self.refs.assets.extend(css_references(data))
+        elif not self._code_depth and ">>>" in data:
+            self.refs.loose_prompts.append(" ".join(data.split())[:60])
 
 
 def _srcset(value: str) -> list[str]:
@@ -149,7 +166,7 @@ def _normalise(path: PurePosixPath) -> PurePosixPath:
 
 
 def check_site(site: Path) -> list[str]:
-    """Every remote asset and broken internal link of the built site in ``site``, as readable problems.
+    """Every remote asset, broken internal link and mangled example of the site in ``site``, readably.
 
     Example:
         >>> import tempfile
@@ -172,6 +189,8 @@ def check_site(site: Path) -> list[str]:
             problems += _problems(site, path, url, pages, asset=True)
         for url in refs.links:
             problems += _problems(site, path, url, pages, asset=False)
+        where = path.relative_to(site).as_posix()
+        problems += [f"{where}: example rendered as text ({text!r})" for text in refs.loose_prompts]
     return problems
 
 
