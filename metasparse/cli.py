@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Meta-train a CNN4 on shapes3d-fs with the group-lasso head and with MetaOptNet's SVM "
                     "head, then score both on fixed 5-way 1- and 5-shot test episodes. Resumes a killed run.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: runs/demo)")
-    demo.add_argument("--steps", type=int, default=300, help="training steps per head (default: 300)")
+    demo.add_argument("--steps", type=int, default=150, help="training steps per head (default: 150)")
     demo.add_argument("--episodes", type=int, default=300, help="test episodes per shot (default: 300)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)

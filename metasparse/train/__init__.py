@@ -11,6 +11,7 @@ from metasparse.train.fewshot import (
     evaluate_episodes,
     make_head,
     smoothed_cross_entropy,
+    train_and_evaluate,
 )
 from metasparse.train.run import RunOptions, Trainer, load_checkpoint, read_metrics, run_training
 
@@ -34,4 +35,5 @@ __all__ = [
     "run_training",
     "score_representation",
     "smoothed_cross_entropy",
+    "train_and_evaluate",
 ]

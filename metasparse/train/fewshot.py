@@ -43,7 +43,7 @@ from metasparse.train.distributed import (
 from metasparse.train.run import RunOptions
 
 __all__ = ["HEADS", "FewShotConfig", "FewShotTrainer", "evaluate_checkpoint", "evaluate_episodes",
-           "make_head", "resolve_device", "smoothed_cross_entropy"]
+           "make_head", "resolve_device", "smoothed_cross_entropy", "train_and_evaluate"]
 
 HEADS = ("group-lasso", "svm", "ridge", "protonet")
 """Head names of `FewShotConfig.head`."""
@@ -408,3 +408,39 @@ def evaluate_checkpoint(checkpoint: str | Path, shots: tuple[int, ...] = (1, 5),
         results[f"{n_shot}-shot"] = evaluate_episodes(backbone, head, sampler, episodes, target,
                                                       config.amp and target.type == "cuda")
     return results
+
+
+def train_and_evaluate(config: FewShotConfig, run_dir: str | Path, shots: tuple[int, ...] = (1, 5),
+                       episodes: int = 1000, n_query: int = 15, progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` in ``run_dir`` (resuming what is there) and evaluate its best checkpoint on test
+    episodes; a finished run is not trained again and a finished evaluation is read back.
+
+    Returns:
+        ``{"summary": run summary, "evaluation": evaluate_checkpoint's result, "train_seconds",
+        "eval_seconds", "step_times": mean seconds per step of data, backbone and head}``. The times are
+        this call's (0 for work read back) except ``step_times``, from the run's log.
+    """
+    import json
+
+    from metasparse.atomic import write_atomically
+    from metasparse.train.run import read_metrics, run_training
+
+    run_dir = Path(run_dir)
+    started = time.perf_counter()
+    summary = run_training(FewShotTrainer(config), config.to_dict(),
+                           config.run_options(run_dir, resume=True, progress=progress))
+    trained = time.perf_counter()
+    settings = {"shots": list(shots), "episodes": episodes, "n_query": n_query, "split": "test"}
+    cache = run_dir / "evaluation-test.json"
+    saved = json.loads(cache.read_text()) if cache.is_file() else {}
+    if saved.get("settings") == settings and saved.get("step") == summary["best"]["step"]:
+        evaluation = saved["results"]
+    else:
+        evaluation = evaluate_checkpoint(run_dir, shots=shots, episodes=episodes, n_query=n_query)
+        record = {"settings": settings, "step": summary["best"]["step"], "results": evaluation}
+        write_atomically(cache, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    train_records = [r for r in read_metrics(run_dir) if r["split"] == "train"][1:]  # the first warms up
+    step_times = {key: sum(r[f"time_{key}"] for r in train_records) / max(len(train_records), 1)
+                  for key in ("data", "backbone", "head", "step")}
+    return {"summary": summary, "evaluation": evaluation, "train_seconds": trained - started,
+            "eval_seconds": time.perf_counter() - trained, "step_times": step_times}
