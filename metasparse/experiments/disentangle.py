@@ -74,6 +74,8 @@ RESULTS_FILE = "results.json"
 METHOD_LABELS = ("inner-lasso", "inner-ridge", "inner-ridge+ICA")
 #: The anchor of the traversal figure: factor indices (the middle of each factor's grid, a cube).
 TRAVERSAL_ANCHOR = (5, 5, 5, 4, 0, 7)
+#: Uniform images in the coordinates figure (at most the evaluation's number).
+FIGURE_POINTS = 5000
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -110,8 +112,9 @@ def run_one(config: DisentangleConfig, out_dir: str | Path, latents: FactorLaten
     scores = evaluate_encoder(trainer.encoder, trainer.latents, config, trainer.device)
     eval_seconds = time.perf_counter() - started
     if plots:
-        figure_indices = np.random.default_rng([config.seed, 3]).choice(len(trainer.latents.latents), 5000,
-                                                                         replace=False)
+        total = len(trainer.latents.latents)
+        count = min(FIGURE_POINTS, config.eval_samples or total, total)
+        figure_indices = np.random.default_rng([config.seed, 3]).choice(total, count, replace=False)
         learned = encode(trainer.encoder, trainer.latents, figure_indices, trainer.device)
         true = trainer.latents.latents.numpy()[figure_indices]
         write_atomically(out_dir / "coordinates.png",
