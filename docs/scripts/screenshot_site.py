@@ -11,7 +11,8 @@ The site is served from 127.0.0.1 and Chromium is driven through the DevTools pr
 network, no extra package). Each page is rendered at ``--width`` (1280 px), waits for MathJax and the fonts,
 and is saved as tiles ``OUT/<page>-NN.png`` of ``--tile-height`` pixels. For each page the script prints
 its height, any request that left the site or failed, console errors, formulas MathJax did not typeset,
-and tables wider than their column (they scroll inside the page; the report says by how much).
+tables wider than their column and code blocks wider than the page (both scroll inside the page; the
+report says by how much, and which line).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ PAGE_REPORT_JS = """(() => {
             header: [...table.querySelectorAll('th')].map(th => th.textContent.trim()).join(' | ')};
   }).filter(table => table.overflow > 1);
   const code = [...document.querySelectorAll('.md-content pre > code')].filter(
-    block => block.scrollWidth > block.clientWidth + 1).length;
+    block => block.scrollWidth > block.clientWidth + 1).map(
+    block => block.innerText.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 80));
   return {height: document.documentElement.scrollHeight,
           math: math.length, untypeset: math.filter(el => !el.querySelector('mjx-container')).length,
           tables, code_scrolling: code};
@@ -150,8 +152,10 @@ def screenshot_page(browser: DevTools, base: str, page: str, out: Path, width: i
     browser.wait_for("Page.loadEventFired", LOAD_TIMEOUT_S)
     browser.send("Runtime.evaluate", session, expression=WAIT_JS, awaitPromise=True)
     time.sleep(SETTLE_S)
-    report = browser.send("Runtime.evaluate", session, expression=PAGE_REPORT_JS,
-                          returnByValue=True)["result"]["value"]
+    evaluated = browser.send("Runtime.evaluate", session, expression=PAGE_REPORT_JS, returnByValue=True)
+    if "exceptionDetails" in evaluated:
+        raise RuntimeError(f"the page report failed on {page}: {evaluated['exceptionDetails']}")
+    report = evaluated["result"]["value"]
     name = page.strip("/").replace("/", "-") or "home"
     tiles = []
     for number, top in enumerate(range(0, report["height"], tile_height), start=1):
