@@ -22,6 +22,8 @@ from types import ModuleType, SimpleNamespace
 import griffe
 import pytest
 import yaml
+from mkdocs.config import load_config
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.exceptions import PluginError
 
 import metasparse
@@ -45,8 +47,9 @@ griffe_examples = load_hook("griffe_examples")
 offline_math = load_hook("offline_math")
 
 
-def mkdocs_config() -> dict:
-    return yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+def mkdocs_config() -> MkDocsConfig:
+    """mkdocs.yml as MkDocs reads and validates it."""
+    return load_config(str(ROOT / "mkdocs.yml"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,7 +225,7 @@ def add(a: int, b: int) -> int:
 
 
 def test_the_api_reference_uses_the_example_extension_and_the_public_filter():
-    options = mkdocs_config()["plugins"][1]["mkdocstrings"]["handlers"]["python"]["options"]
+    options = mkdocs_config()["plugins"]["mkdocstrings"].config["handlers"]["python"]["options"]
     assert "docs/hooks/griffe_examples.py:ExampleSections" in options["extensions"]
     assert options["filters"] == "public"
 
@@ -238,14 +241,15 @@ def test_mathjax_comes_from_the_installed_package_with_its_fonts():
     assert any(name.startswith("output/chtml/fonts/woff-v2/") and name.endswith(".woff") for name in files)
     assert any(name.startswith("input/tex/extensions/") for name in files)  # what \require and autoload fetch
     assert "tex-svg.js" not in files  # the other bundles are not copied
-    assert f"{offline_math.SITE_FOLDER}/{offline_math.BUNDLE}" in mkdocs_config()["extra_javascript"]
+    scripts = [str(script) for script in mkdocs_config()["extra_javascript"]]
+    assert f"{offline_math.SITE_FOLDER}/{offline_math.BUNDLE}" in scripts
 
 
 def test_no_remote_script_stylesheet_or_font_is_configured():
     config = mkdocs_config()
     assert config["theme"]["font"] is False  # Material loads Google Fonts otherwise
-    for asset in config.get("extra_javascript", []) + config.get("extra_css", []):
-        assert not site_check.is_remote(asset), asset
+    for asset in [*config["extra_javascript"], *config["extra_css"]]:
+        assert not site_check.is_remote(str(asset)), asset
 
 
 # ---------------------------------------------------------------------------------------------------------
