@@ -5,14 +5,15 @@ Debian's Chromium (``apt-get update && apt-get install -y chromium``) and nothin
 
     NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir /tmp/site
     .venv/bin/python docs/scripts/screenshot_site.py /tmp/site /tmp/shots            # every page
-    .venv/bin/python docs/scripts/screenshot_site.py /tmp/site /tmp/shots heads/ cli/  # some pages
+    .venv/bin/python docs/scripts/screenshot_site.py /tmp/site /tmp/shots heads.html cli.html  # some
+    .venv/bin/python docs/scripts/screenshot_site.py --from-disk /tmp/site /tmp/shots  # as file:// pages
 
-The site is served from 127.0.0.1 and Chromium is driven through the DevTools protocol on a pipe (no
-network, no extra package). Each page is rendered at ``--width`` (1280 px), waits for MathJax and the fonts,
-and is saved as tiles ``OUT/<page>-NN.png`` of ``--tile-height`` pixels. For each page the script prints
-its height, any request that left the site or failed, console errors, formulas MathJax did not typeset,
-tables wider than their column and code blocks wider than the page (both scroll inside the page; the
-report says by how much, and which line).
+The site is served from 127.0.0.1 (or, with ``--from-disk``, opened as files) and Chromium is driven
+through the DevTools protocol on a pipe (no network, no extra package). Each page is rendered at
+``--width`` (1280 px), waits for MathJax and the fonts, and is saved as tiles ``OUT/<page>-NN.png`` of
+``--tile-height`` pixels. For each page the script prints its height, any request that left the site or
+failed, console errors, formulas MathJax did not typeset, tables wider than their column and code blocks
+wider than the page (both scroll inside the page; the report says by how much, and which line).
 """
 
 from __future__ import annotations
@@ -119,10 +120,9 @@ class DevTools:
 
 
 def site_pages(site: Path) -> list[str]:
-    """The URL path of every page of the site (``""`` for the home page), in file order."""
-    folders = (path.parent.relative_to(site).as_posix() for path in site.rglob("index.html")
-               if "assets" not in path.parts)
-    return sorted("" if folder == "." else f"{folder}/" for folder in folders)
+    """The path of every page of the site, relative to it (``index.html``, ``api/heads.html``, ...)."""
+    return sorted(path.relative_to(site).as_posix() for path in site.rglob("*.html")
+                  if "assets" not in path.parts and path.name != "404.html")
 
 
 def serve(site: Path) -> ThreadingHTTPServer:
@@ -156,7 +156,7 @@ def screenshot_page(browser: DevTools, base: str, page: str, out: Path, width: i
     if "exceptionDetails" in evaluated:
         raise RuntimeError(f"the page report failed on {page}: {evaluated['exceptionDetails']}")
     report = evaluated["result"]["value"]
-    name = page.strip("/").replace("/", "-") or "home"
+    name = page.removesuffix(".html").removesuffix("index").strip("/").replace("/", "-") or "home"
     tiles = []
     for number, top in enumerate(range(0, report["height"], tile_height), start=1):
         height = min(tile_height, report["height"] - top)
@@ -170,7 +170,7 @@ def screenshot_page(browser: DevTools, base: str, page: str, out: Path, width: i
     report["remote_requests"] = sorted({event["params"]["request"]["url"] for event in events
                                         if event.get("method") == "Network.requestWillBeSent"
                                         and not event["params"]["request"]["url"].startswith(
-                                            (base, "data:", "blob:", "about:"))})
+                                            (base, "data:", "blob:", "about:", "file:"))})
     report["failed_requests"] = sorted({event["params"].get("errorText", "") for event in events
                                         if event.get("method") == "Network.loadingFailed"} - {""})
     report["console_errors"] = [
@@ -187,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("site", type=Path, help="a built site (mkdocs build --site-dir SITE)")
     parser.add_argument("out", type=Path, help="folder for the PNG tiles and report.json")
-    parser.add_argument("pages", nargs="*", help="page paths such as heads/ (default: every page)")
+    parser.add_argument("pages", nargs="*", help="page paths such as heads.html (default: every page)")
+    parser.add_argument("--from-disk", action="store_true",
+                        help="open the pages as file:// URLs instead of serving them on 127.0.0.1")
     parser.add_argument("--width", type=int, default=1280, help="viewport width in CSS pixels")
     parser.add_argument("--tile-height", type=int, default=1600, help="height of one PNG tile")
     parser.add_argument("--chromium", default="chromium", help="the Chromium executable")
@@ -195,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     site = args.site.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     browser = DevTools(args.chromium, args.width)
-    server = serve(site)
-    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    server = None if args.from_disk else serve(site)
+    base = site.as_uri() + "/" if server is None else f"http://127.0.0.1:{server.server_address[1]}/"
     reports = {}
     try:
         for page in args.pages or site_pages(site):
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"/{page:<28} {report['height']:6d} px {len(report['tiles']):3d} tiles  "
                   f"{'; '.join(issues) or 'ok'}", flush=True)
     finally:
-        server.shutdown()
+        if server is not None:
+            server.shutdown()
         browser.close()
     (args.out / "report.json").write_text(json.dumps(reports, indent=2), encoding="utf-8")
     bad = [page for page, report in reports.items() if report["remote_requests"] or report["untypeset"]]
