@@ -45,7 +45,7 @@ class PageRefs:
     ids: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
     assets: list[str] = field(default_factory=list)
-    loose_prompts: list[str] = field(default_factory=list)  # signs of an example mangled into text
+    mangled_examples: list[str] = field(default_factory=list)  # signs of an example mangled into text
 
 
 class _PageParser(HTMLParser):
@@ -78,7 +78,7 @@ class _PageParser(HTMLParser):
         if tag == "blockquote":
             self._quote_depth += 1
             if self._quote_depth == 2:  # ">>> x" in Markdown is three nested quotes
-                self.refs.loose_prompts.append("nested <blockquote>")
+                self.refs.mangled_examples.append("nested <blockquote>")
 
     def handle_endtag(self, tag: str) -> None:
         self._in_style = False
@@ -91,7 +91,7 @@ class _PageParser(HTMLParser):
         if self._in_style:
             self.refs.assets.extend(css_references(data))
         elif not self._code_depth and ">>>" in data:
-            self.refs.loose_prompts.append(" ".join(data.split())[:60])
+            self.refs.mangled_examples.append(" ".join(data.split())[:60])
 
 
 def _srcset(value: str) -> list[str]:
@@ -190,7 +190,7 @@ def check_site(site: Path) -> list[str]:
         for url in refs.links:
             problems += _problems(site, path, url, pages, asset=False)
         where = path.relative_to(site).as_posix()
-        problems += [f"{where}: example rendered as text ({text!r})" for text in refs.loose_prompts]
+        problems += [f"{where}: example rendered as text ({text!r})" for text in refs.mangled_examples]
     return problems
 
 
