@@ -161,8 +161,9 @@ def test_cli_page_has_every_command_and_subcommand_with_its_exact_help(monkeypat
     commands = parser.add_subparsers(metavar="COMMAND")
     fit = commands.add_parser("fit", help="fit a model (%(prog)s)")
     fit.add_argument("--steps", type=int, default=10, help="number of steps (default: %(default)s)")
-    grid = commands.add_parser("grid", help="grid searches").add_subparsers()
+    grid = commands.add_parser("grid", help="grid searches", aliases=["g"]).add_subparsers()
     grid.add_parser("lasso", help="over lambda").add_argument("values", nargs="+")
+    commands.add_parser("internal", help=argparse.SUPPRESS)
     page = cli_reference.cli_reference(parser)
 
     headings = {(): "## `tool` {#tool}", ("fit",): "### `tool fit` {#tool-fit}",
@@ -175,6 +176,8 @@ def test_cli_page_has_every_command_and_subcommand_with_its_exact_help(monkeypat
     assert "| [`tool fit`](#tool-fit) | fit a model (tool) |" in page
     assert "| [`tool grid lasso`](#tool-grid-lasso) | over lambda |" in page
     assert "number of steps (default: 10)" in page
+    assert page.count("### `tool grid`") == 1 and "tool g`" not in page  # an alias is not a second command
+    assert "tool internal" not in page  # no section nor row (the parent's --help text is copied as is)
 
 
 def test_cli_page_of_metasparse_matches_its_help(monkeypatch):

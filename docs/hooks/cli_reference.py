@@ -23,14 +23,21 @@ DEEPEST_HEADING = 4
 
 
 def subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, argparse.ArgumentParser]]:
-    """``(name, one-line help, parser)`` of each direct subcommand of ``parser``, in definition order."""
+    """``(name, one-line help, parser)`` of each direct subcommand of ``parser``, in definition order.
+
+    Aliases are not repeated, and commands whose help is ``argparse.SUPPRESS`` stay hidden, as in ``--help``.
+    """
+    seen: set[int] = set()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             formatter = parser._get_formatter()  # expands %(default)s and %% in help strings as --help does
-            helps = {choice.dest: formatter._expand_help(choice) if choice.help else ""
-                     for choice in action._choices_actions}
+            choices = {choice.dest: choice for choice in action._choices_actions}
             for name, subparser in action.choices.items():
-                yield name, helps.get(name, ""), subparser
+                choice = choices.get(name)
+                if id(subparser) in seen or (choice is not None and choice.help == argparse.SUPPRESS):
+                    continue
+                seen.add(id(subparser))
+                yield name, formatter._expand_help(choice) if choice and choice.help else "", subparser
 
 
 def walk(parser: argparse.ArgumentParser, summary: str = "", depth: int = 0
