@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from metasparse.tasks import EpisodeSampler, derive_seed, rng_state, seed_everything, seeded, set_rng_state
+from metasparse.tasks import derive_seed, rng_state, seed_everything, seeded, set_rng_state
 from metasparse.train import (
     RunOptions,
     add_config_arguments,
@@ -109,30 +109,6 @@ def test_rng_state_round_trip_and_seeded_blocks_leave_the_outer_stream_alone():
     assert len({derive_seed(0, step, index) for step in range(20) for index in range(8)}) == 160
     with pytest.raises(ValueError, match="seed must be an int"):
         seed_everything(1.5)
-
-
-class CountingTaskset:
-    """A stand-in Taskset: 2 classes x 3 items whose values come from Python's random module."""
-
-    def sample(self):
-        labels = torch.tensor([0, 1, 0, 1, 0, 1])
-        return torch.tensor([random.random() for _ in range(6)]), labels
-
-
-def test_episode_sampler_is_a_function_of_seed_step_and_index():
-    sampler = EpisodeSampler(CountingTaskset(), batch_size=4, n_way=2, n_shot=1, seed=3)
-    batch = sampler.batch(7)
-    assert batch.support.shape == (4, 2) and batch.query.shape == (4, 4)
-    random.seed(1234)  # the global stream does not matter
-    halves = [sampler.batch(7, range(0, 2)), sampler.batch(7, range(2, 4))]
-    assert torch.equal(torch.cat([h.support for h in halves]), batch.support)
-    assert not torch.equal(sampler.batch(8).support, batch.support)
-    other = EpisodeSampler(CountingTaskset(), batch_size=4, n_way=2, n_shot=1, seed=4)
-    assert not torch.equal(other.batch(7).support, batch.support)
-    other.load_state_dict(sampler.state_dict())
-    assert torch.equal(other.batch(7).support, batch.support)
-    with pytest.raises(ValueError, match="batch_size"):
-        EpisodeSampler(CountingTaskset(), batch_size=0, n_way=2, n_shot=1)
 
 
 @dataclass(frozen=True)
