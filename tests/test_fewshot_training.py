@@ -116,3 +116,20 @@ def test_label_smoothing_is_metaoptnets():
     target = torch.full((4, 5), 0.1 / 4).scatter_(1, labels[:, None], 0.9)
     expected = -(target * logits.log_softmax(-1)).sum(-1).mean()
     assert torch.allclose(smoothed_cross_entropy(logits, labels, 0.1), expected)
+
+
+def test_resnet12_forward_counters_are_saved_for_an_exact_resume():
+    from metasparse.train import FewShotTrainer
+    from metasparse.train.fewshot import _forward_counts
+
+    config = FewShotConfig(backbone="resnet12", image_size=16, dropblock_size=1, n_way=2, train_shot=1,
+                           train_query=1, episodes_per_batch=1, val_shot=1, val_query=1, val_episodes=1,
+                           steps=1, validate_every=1, device="cpu", head="ridge")
+    trainer = FewShotTrainer(config)
+    assert trainer.feature_dim == 640
+    trainer.train_step(0)
+    counts = _forward_counts(trainer.backbone)
+    assert counts and set(counts.values()) == {3}  # the size probe, support, query: DropBlock ramps with them
+    fresh = FewShotTrainer(config)
+    fresh.load_state_dict(trainer.state_dict())
+    assert _forward_counts(fresh.backbone) == counts

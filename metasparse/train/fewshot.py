@@ -343,7 +343,7 @@ class FewShotTrainer:
         """Backbone, head, optimiser, schedule and sampler states."""
         return {"backbone": self.backbone.state_dict(), "head": self.head.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                "sampler": self.train_sampler.state_dict()}
+                "sampler": self.train_sampler.state_dict(), "forward_counts": _forward_counts(self.backbone)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned."""
@@ -352,6 +352,16 @@ class FewShotTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.train_sampler.load_state_dict(state["sampler"])
+        modules = dict(self.backbone.named_modules())
+        for name, count in state["forward_counts"].items():
+            modules[name].num_batches_tracked = count
+
+
+def _forward_counts(module: nn.Module) -> dict[str, int]:
+    """The forward-pass counters that learn2learn's ResNet-12 blocks keep in a plain ``int`` attribute
+    (their DropBlock rate ramps up with it): ``state_dict`` misses them, and an exact resume needs them."""
+    return {name: child.num_batches_tracked for name, child in module.named_modules()
+            if type(getattr(child, "num_batches_tracked", None)) is int}
 
 
 def _backbone(config: FewShotConfig, image_shape: tuple[int, ...]) -> nn.Module:
