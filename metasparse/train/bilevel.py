@@ -239,9 +239,16 @@ class BilevelTrainer:
         return ridge_weights(features, targets, self.config.ridge_ratio)
 
     def _loss(self, batch: RegressionBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        inner, outer = self._splits()
         features = self.encoder(images_to_float(batch.images.to(self.device)))
-        targets = batch.targets.to(self.device)
+        return self.outer_loss(features, batch.targets.to(self.device))
+
+    def outer_loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The outer loss (mean over tasks) of features (B, n, d) and targets (B, n), and the inner weights.
+
+        The inner predictor is fitted on the support samples (all of them with ``shared_samples``) and
+        scored on the query samples; the loss is differentiable in ``features`` through the weights.
+        """
+        inner, outer = self._splits()
         weights = self.inner_weights(features[:, inner], targets[:, inner])
         predictions = (features[:, outer] @ weights.unsqueeze(-1)).squeeze(-1)
         return 0.5 * (predictions - targets[:, outer]).pow(2).mean(), weights
