@@ -115,8 +115,9 @@ class EpisodicHead(nn.Module):
                 raise ValueError("support_labels and n_way are required together with support")
             reference, labels, unbatched = check_classification_support(support, support_labels, n_way,
                                                                         n_shot)
+        query = check_query(query, reference, unbatched)  # before the solve: a bad query fails at once
+        if support is not None:
             weights = self._fit(reference, labels, operator.index(n_way))
-        query = check_query(query, reference, unbatched)
         scores = self._scores(query.to(weights.dtype), weights)
         logits = (self.scale.to(scores.dtype) * scores).to(query.dtype)
         return logits[0] if unbatched else logits

@@ -191,7 +191,7 @@ class GroupLassoSVMHead(EpisodicHead):
             alpha = svm_dual_point(x @ w, y, self.dual_reg / self.lambda2)
             residual = torch.cat([svm_relative_gap(w[b:b + 1], alpha[b:b + 1], x[b:b + 1], y[b:b + 1],
                                                    float(lam[b]), self.lambda2, self.dual_reg)
-                                  for b in range(w.shape[0])]).to(support.dtype)
+                                  for b in range(w.shape[0])]).masked_fill(all_zero, 0.0).to(support.dtype)
         return weights, cvxpylayers_info(weights, residual, accurate, self.tol, certified=self.dual_reg > 0)
 
 

@@ -101,10 +101,12 @@ class LassoHead(nn.Module):
         else:
             _, n, d = features.shape
             (weights,), accurate = self.cvxpylayers((n, d, targets.shape[-1]), features, targets, lam)
-            weights = zero_small_rows(weights, lam >= group_lasso_lambda_max(features, targets))
+            all_zero = lam >= group_lasso_lambda_max(features, targets)
+            weights = zero_small_rows(weights, all_zero)
             with torch.no_grad():
                 residual = group_lasso_relative_gap(weights.detach().double(), features.detach().double(),
                                                     targets.detach().double(), lam.double())
+                residual = residual.masked_fill(all_zero, 0.0)  # W = 0 is then exactly optimal
             info = cvxpylayers_info(weights, residual.to(features.dtype), accurate, self.tol)
         self.last_info = info
         warn_if_not_converged(info, type(self).__name__, self._warned)
@@ -132,7 +134,10 @@ class LassoHead(nn.Module):
             if support_targets is None:
                 raise ValueError("support_targets is required together with support")
             features, targets, layout = check_regression_support(support, support_targets)
-            weights, dtype = self._solve(features, targets), features.dtype
-        reference = torch.empty(weights.shape[0], 0, weights.shape[1], dtype=dtype, device=weights.device)
+            weights = None
+        reference = features if weights is None else torch.empty(
+            weights.shape[0], 0, weights.shape[1], dtype=dtype, device=weights.device)
         query = check_query(query, reference, unbatched=layout in ("single", "multi"))
+        if weights is None:  # solved after the query's checks: a bad query fails at once
+            weights = self._solve(features, targets)
         return _OUTPUT_SHAPES[layout]((query.to(weights.dtype) @ weights).to(query.dtype))

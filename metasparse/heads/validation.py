@@ -193,11 +193,13 @@ def check_classification_support(support: object, labels: object, n_way: object,
     counts = torch.nn.functional.one_hot(labels.clamp(0, n_way - 1), n_way).sum(dim=1)
     checks = {
         f"support_labels must lie in [0, n_way={n_way})": ~in_range.all(),
-        f"every class in [0, n_way={n_way}) needs at least one support example": (counts == 0).any(),
+        f"support_labels: every class in [0, n_way={n_way}) needs at least one support example":
+            (counts == 0).any(),
         "support must be finite (found NaN or inf)": ~torch.isfinite(support).all(),
     }
     if n_shot is not None:
-        checks[f"every class must have exactly n_shot={n_shot} support examples"] = (counts != n_shot).any()
+        message = f"n_shot={n_shot}: every class must have exactly n_shot examples in support_labels"
+        checks[message] = (counts != n_shot).any()
     raise_first(checks)
     return support, labels, unbatched
 
