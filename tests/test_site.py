@@ -245,7 +245,9 @@ def test_mathjax_comes_from_the_installed_package_with_its_fonts():
     assert any(name.startswith("input/tex/extensions/") for name in files)  # what \require and autoload fetch
     assert "tex-svg.js" not in files  # the other bundles are not copied
     scripts = [str(script) for script in mkdocs_config()["extra_javascript"]]
-    assert f"{offline_math.SITE_FOLDER}/{offline_math.BUNDLE}" in scripts
+    # the settings (window.MathJax) must be defined before the bundle reads them
+    bundle = f"{offline_math.SITE_FOLDER}/{offline_math.BUNDLE}"
+    assert scripts.index("javascripts/mathjax.js") < scripts.index(bundle)
 
 
 def test_no_remote_script_stylesheet_or_font_is_configured():
