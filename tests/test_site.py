@@ -44,6 +44,7 @@ def load_hook(name: str) -> ModuleType:
 site_check = load_hook("site_check")
 cli_reference = load_hook("cli_reference")
 griffe_examples = load_hook("griffe_examples")
+api_modules = load_hook("api_modules")
 offline_math = load_hook("offline_math")
 
 
@@ -293,6 +294,24 @@ def api_directives() -> dict[str, str]:
     return directives
 
 
+def test_api_pages_of_packages_end_with_the_docstrings_of_their_explained_modules(tmp_path):
+    package = tmp_path / "metasparse" / "toy"
+    write_site(package, {"__init__.py": '"""Toy."""\n__all__ = []\n',
+                         "explained.py": '"""Summary.\n\nHow it works, at length."""\n',
+                         "terse.py": '"""Only a summary."""\n', "_private.py": '"""Private.\n\nMore."""\n'})
+    config = SimpleNamespace(config_file_path=str(tmp_path / "mkdocs.yml"))
+    page = SimpleNamespace(file=SimpleNamespace(src_uri="api/toy.md"))
+    markdown = api_modules.on_page_markdown("# toy\n\n::: metasparse.toy\n", page, config, None)
+    assert markdown.startswith("# toy\n\n::: metasparse.toy\n\n\n## Modules\n")
+    directives = re.findall(r"^::: ([\w.]+)", markdown, flags=re.MULTILINE)
+    assert directives == ["metasparse.toy", "metasparse.toy.explained"]
+    assert "      members: false\n" in markdown
+    with_options = "::: metasparse.toy\n    options:\n      show_submodules: true\n"
+    assert api_modules.on_page_markdown(with_options, page, config, None) == with_options
+    guide = SimpleNamespace(file=SimpleNamespace(src_uri="heads.md"))
+    assert api_modules.on_page_markdown("::: metasparse.toy\n", guide, config, None) == "::: metasparse.toy\n"
+
+
 def test_every_public_package_has_an_api_page_in_the_nav():
     directives = api_directives()
     missing = []
@@ -358,7 +377,7 @@ def test_license_file_is_the_apache_license_2_0():
     assert "END OF TERMS AND CONDITIONS" in text
 
 
-@pytest.mark.parametrize("hook", [site_check, cli_reference, griffe_examples],
+@pytest.mark.parametrize("hook", [site_check, cli_reference, griffe_examples, api_modules],
                          ids=lambda hook: hook.__name__.removeprefix("docs_hook_"))
 def test_hook_examples_pass(hook):
     finder = doctest.DocTestFinder()
