@@ -184,6 +184,16 @@ def test_hyper_parameters_are_checked_at_construction(make_head, match):
         make_head()
 
 
+def test_numbers_may_be_numpy_scalars_or_0d_tensors():
+    head = GroupLassoSVMHead(lambda1=np.float32(0.25), lambda2=torch.tensor(5.0), max_iter=np.int64(50))
+    assert (head.lambda1, head.lambda2, head.max_iter) == (0.25, 5.0, 50)
+    support, labels = episode(2, 3, 2, 8, seed=19)
+    assert head.solve(support, labels, np.int64(3)).shape == (2, 8, 3)
+    assert head.lambda1_max(support.half(), labels, torch.tensor(3)).shape == (2,)
+    with pytest.raises(ValueError, match="lambda2 must be > 0 and finite"):
+        GroupLassoSVMHead(lambda2=torch.ones(2))
+
+
 @pytest.mark.parametrize("make_head", ALL_HEADS)
 def test_mixed_dtypes_and_devices_are_refused_by_name(make_head):
     support, labels = episode(2, 3, 2, 8, seed=20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
 
 import torch
 
@@ -13,6 +14,7 @@ from metasparse.heads.validation import (
     check_max_iter,
     check_number,
     check_tol,
+    compute_dtype,
 )
 from metasparse.solvers.cvxpy_problems import (
     CvxpyLayerRunner,
@@ -137,7 +139,8 @@ class GroupLassoSVMHead(EpisodicHead):
             (B,) tensor, or a 0-d tensor for an unbatched episode.
         """
         support, labels, unbatched = check_classification_support(support, support_labels, n_way)
-        values = self._lambda1_max(support, self._onehot(support, labels, n_way))
+        support = support.to(compute_dtype(support.dtype))
+        values = self._lambda1_max(support, self._onehot(support, labels, operator.index(n_way)))
         return values[0] if unbatched else values
 
     def _lambda1_max(self, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,7 @@ def check_number(value: object, name: str, *, minimum: float = -math.inf, strict
     """``value`` as a float, or ``ValueError`` naming ``name`` unless it is a finite real number in range.
 
     Args:
-        value: A Python or numpy real number (not a bool).
+        value: A Python or numpy real number, or a 0-d real tensor (not a bool).
         name: The argument's name, for the message.
         minimum: Lower bound.
         strict: The lower bound is excluded (``> minimum`` rather than ``>= minimum``).
@@ -61,6 +61,9 @@ def check_number(value: object, name: str, *, minimum: float = -math.inf, strict
     bounds = [f"{'>' if strict else '>='} {minimum:g}"] if minimum > -math.inf else []
     bounds += [f"<= {maximum:g}"] if maximum < math.inf else []
     expected = f"{' and '.join(bounds)} and finite" if bounds else "a finite number"
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not (value.is_complex() or
+                                                                     value.dtype == torch.bool):
+        value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     number = float(value)
