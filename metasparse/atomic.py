@@ -69,7 +69,8 @@ def replace_directory_atomically(path: str | os.PathLike, write: Callable[[Path]
     flushed to disk before the swap.
 
     Args:
-        path: The directory to (re)place; its parent is created if missing. What it held is deleted.
+        path: The directory to (re)place; its parent is created if missing. What it held is deleted. A
+            symbolic link is followed: the directory it points to is replaced, the link stays.
         write: Fills the (empty) directory it is given.
 
     Returns:
@@ -84,6 +85,8 @@ def replace_directory_atomically(path: str | os.PathLike, write: Callable[[Path]
         (['b.txt'], ['run'])
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temporaries(path)
     temporary = _temporary(path)

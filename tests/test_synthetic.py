@@ -303,3 +303,15 @@ def test_temporaries_of_a_killed_process_are_removed_by_the_next_write(tmp_path)
     write_atomically(tmp_path / "figure.png", lambda path: path.write_bytes(b"png"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png", "out"]
     assert [p.name for p in out.iterdir()] == ["results.json"]
+
+
+def test_an_out_link_keeps_pointing_at_the_replaced_directory(tmp_path):
+    from metasparse.experiments import synthetic
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    synthetic.write_results(_records(0.1), _config(10), tmp_path / "link")
+    synthetic.write_results(_records(0.2), _config(11), tmp_path / "link")
+    assert (tmp_path / "link").is_symlink()
+    assert json.loads((tmp_path / "real" / "config.json").read_text())["m"] == 11
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
