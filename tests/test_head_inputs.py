@@ -30,7 +30,8 @@ CLASSIFIERS: dict[str, Callable[[], torch.nn.Module]] = {
     "ridge": lambda: RidgeHead(),
     "protonet": lambda: ProtoNetHead(),
 }
-EDGE_CLASSIFIERS = ["group_lasso_svm", "group_lasso_ratio", "svm", "ridge", "protonet"]
+EDGE_CLASSIFIERS = ["group_lasso_svm", "group_lasso_ratio", "svm", "group_lasso_cvxpylayers", "ridge",
+                    "protonet"]
 REGRESSORS: dict[str, Callable[[], LassoHead]] = {
     "lasso": lambda: LassoHead(0.3),
     "lasso_cvxpylayers": lambda: LassoHead(0.3, solver="cvxpylayers"),
@@ -267,8 +268,8 @@ def _within_certificate(name: str, head: torch.nn.Module, support: torch.Tensor,
             objective = [svm_objective(v, x, y, lambda1, head.lambda2, head.dual_reg) for v in (w, reference)]
             # the residual is the relative gap (P - D) / P, so P - P* <= residual * P
             allowed = _allowed_distance(float(info.residual[b]) * objective[0], *objective, head.lambda2)
-        # float32 weights are rounded by 6e-8 relative; numpy's sums round too
-        slack = (1e-6 if weights.dtype == torch.float32 else 1e-9) * (1 + np.linalg.norm(reference))
+        # float32 weights are rounded by 6e-8 relative; Clarabel's weights are good to about 1e-8
+        slack = (1e-6 if weights.dtype == torch.float32 else 1e-7) * (1 + np.linalg.norm(reference))
         distance = np.linalg.norm(w - reference)
         if not distance <= allowed * 1.01 + slack:
             wrong.append(f"task {b}: |W - W*| = {distance:.2e}, residual {float(info.residual[b]):.2e} "
@@ -324,13 +325,14 @@ EDGE_REGRESSION = {
 
 @pytest.mark.parametrize("lambda_ratio", [0.3, 1.0, 5.0])
 @pytest.mark.parametrize("case", EDGE_REGRESSION)
-def test_edge_regression_inputs_are_finite_and_right_when_converged(case, lambda_ratio):
+@pytest.mark.parametrize("solver", ["native", "cvxpylayers"])
+def test_edge_regression_inputs_are_finite_and_right_when_converged(solver, case, lambda_ratio):
     import cvxpy as cp
 
     base = torch.randn(2, 12, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     features, targets = EDGE_REGRESSION[case](base)
     features = features.clone().requires_grad_(True)
-    head = LassoHead(lambda_ratio)
+    head = LassoHead(lambda_ratio, solver=solver)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         weights = head.solve(features, targets)
@@ -356,7 +358,7 @@ def test_edge_regression_inputs_are_finite_and_right_when_converged(case, lambda
                      for v in (w[b].numpy(), reference.value)]
         allowed = _allowed_distance(gap, *objective, 1 / n)
         distance = np.linalg.norm(phi[b].numpy() @ (w[b].numpy() - reference.value))
-        slack = (1e-6 if targets.dtype == torch.float32 else 1e-9) * (1 + np.linalg.norm(y[b].numpy()))
+        slack = (1e-6 if targets.dtype == torch.float32 else 1e-7) * (1 + np.linalg.norm(y[b].numpy()))
         assert distance <= allowed * 1.01 + slack, (b, distance, allowed)
         if lambda_ratio >= 1:
             assert bool((weights[b] == 0).all())
