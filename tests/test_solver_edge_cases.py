@@ -68,6 +68,8 @@ def test_all_zero_targets_and_features_in_the_lasso_are_answered_at_once():
     assert bool(torch.isfinite(info.residual).all()) and int(info.iterations[2]) > 0
 
 
+# the group lasso at 10 and the SVM at 1e4 do not converge within max_iter even in float64 (the dual's
+# condition number grows like the square of the scale): they are reported unconverged, not wrong
 @pytest.mark.parametrize(("scale", "lambda1_ratio"), [(1e-3, 0.0), (1.0, 0.0), (1e2, 0.0), (1e3, 0.0),
                                                       (1e-3, 0.3), (1.0, 0.3)])
 def test_float32_logits_agree_with_float64_at_every_feature_scale(scale, lambda1_ratio):

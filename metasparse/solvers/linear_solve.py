@@ -42,15 +42,16 @@ def solve_spd_with_group_sums(matrix: torch.Tensor, groups: torch.Tensor, rhs: t
     r"""Solve $H u = r$ for u whose entries sum to zero within each group.
 
     This is the KKT system $[H\ E; E^\top\ 0][u; \mu] = [r; 0]$ of a face of a product of simplices,
-    $E_{a g} = 1$ iff entry a is in group g (a row of the simplex variable). It is solved by the Schur
-    complement $S = E^\top H^{-1} E$ (groups x groups), with Cholesky factorisations only.
+    $E_{a g} = 1$ iff entry a is in group g (a row of the simplex variable). It is solved by
+    eliminating the constraint: in each group the last entry is minus the sum of the others, and the
+    reduced system $Z^\top H Z z = Z^\top r$ on the other entries takes one Cholesky factorisation.
 
     Args:
         matrix: (B, m, m) symmetric positive definite H on the entries that may move.
         groups: (B, m) long, the group of each entry in ``[0, n_groups)``, or -1 for padding: a padding
             entry is pinned to zero (its rows of ``matrix`` are ignored).
         rhs: (B, m).
-        n_groups: Number of groups; groups without entries get a zero multiplier.
+        n_groups: Number of groups (entries' groups are below it).
 
     Returns:
         (B, m) solution, zero on padding.
@@ -60,19 +61,29 @@ def solve_spd_with_group_sums(matrix: torch.Tensor, groups: torch.Tensor, rhs: t
         >>> solve_spd_with_group_sums(h, groups, torch.tensor([[1.0, 0.0, 5.0]]), 1)
         tensor([[ 0.2500, -0.2500,  0.0000]])
     """
+    batch, m = groups.shape
     dtype, device = matrix.dtype, matrix.device
+    positions = torch.arange(m, device=device).expand(batch, m)
     valid = groups >= 0
-    pinned = torch.where(valid[:, :, None] & valid[:, None, :], matrix,
-                         torch.eye(matrix.shape[-1], dtype=dtype, device=device))
-    sums = torch.nn.functional.one_hot(groups + 1, n_groups + 1)[..., 1:].to(dtype)  # (B, m, groups)
-    factor = torch.linalg.cholesky(pinned)
-    solved = torch.cholesky_solve(torch.cat([(rhs * valid)[..., None], sums], dim=2), factor)
-    particular, basis = solved[..., :1], solved[..., 1:]
-    schur = sums.transpose(1, 2) @ basis
-    empty = sums.sum(dim=1) == 0
-    schur = schur + torch.diag_embed(empty.to(dtype))
-    multipliers = solve_spd(schur, sums.transpose(1, 2) @ particular)
-    return (particular - basis @ multipliers)[..., 0]
+    # the constraint is eliminated: the last entry of each group (its pivot) is minus the sum of the others,
+    # u = Z z, and Z^T H Z z = Z^T r is solved by one Cholesky factorisation on the other entries
+    last = torch.full((batch, n_groups + 1), -1, dtype=torch.long, device=device)
+    last = last.scatter_reduce(1, groups + 1, positions, reduce="amax")[:, 1:]
+    pivot = torch.where(valid, last.gather(1, groups.clamp_min(0)), positions)
+    free = valid & (pivot != positions)
+
+    def rows(tensor: torch.Tensor) -> torch.Tensor:  # tensor[b, pivot[b, a], :]
+        return tensor.gather(1, pivot[:, :, None].expand(batch, m, tensor.shape[-1]))
+
+    h_pivot_columns = matrix.gather(2, pivot[:, None, :].expand(batch, m, m))
+    reduced = matrix - h_pivot_columns - rows(matrix) + rows(h_pivot_columns)
+    both_free = free[:, :, None] & free[:, None, :]
+    eye = torch.eye(m, dtype=dtype, device=device)
+    reduced = torch.where(both_free, reduced, eye)
+    reduced_rhs = torch.where(free, rhs - rhs.gather(1, pivot), 0.0)
+    z = solve_spd(reduced, reduced_rhs)
+    pivot_values = torch.zeros_like(z).scatter_add(1, pivot, -z)
+    return torch.where(free, z, torch.where(valid, pivot_values, 0.0))
 
 
 def solve_symmetric_pseudo_inverse(matrix: torch.Tensor, rhs: torch.Tensor,

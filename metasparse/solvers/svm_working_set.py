@@ -20,12 +20,19 @@ from metasparse.solvers.svm_objective import gap_of
 if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
 
-__all__ = ["WORKING_SET_FIRST_TOL", "WORKING_SET_MIN", "first_order_solve", "fista_on"]
+__all__ = ["NEWTON_FROM", "NEWTON_STEPS", "WORKING_SET_FIRST_TOL", "WORKING_SET_GROWTH", "WORKING_SET_MIN",
+           "first_order_solve", "fista_on", "newton_on"]
 
 WORKING_SET_MIN = 64
 """Smallest working set of features; below it the full problem is solved directly."""
 WORKING_SET_FIRST_TOL = 1e-2
 """Tolerance of the first round (early rounds only have to find the active features)."""
+WORKING_SET_GROWTH = 1.5
+"""A new round's working set holds at least this many times the most active or violating features."""
+NEWTON_FROM = 1e-2
+"""With lambda1 > 0, FISTA runs to this relative gap and Newton steps on the face take over ..."""
+NEWTON_STEPS = 20
+"""... at most this many in a row (then FISTA again)."""
 
 
 def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
@@ -38,10 +45,44 @@ def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torc
 
 def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, max_iter: int,
              tol: float | None) -> FistaResult:
-    """`fista` on ``problem`` from ``init``, with Newton steps where it stalls (``lambda1 = 0``)."""
+    """`fista` on ``problem`` from ``init``, with Newton steps where it stalls (``lambda1 = 0``); with
+    ``lambda1 > 0``, FISTA to ``NEWTON_FROM``, then Newton steps (`newton_on`), then FISTA again for the
+    tasks they left above ``tol``."""
     refine = problem.newton_step if solver.newton and solver.lambda1 == 0 else None
-    return fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
-                 problem.gap, max_iter, tol, solver.check_every, refine=refine)
+    loose = tol if tol is None or refine is not None or not solver.newton else max(tol, NEWTON_FROM)
+    result = fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
+                   problem.gap, max_iter, loose, solver.check_every, refine=refine)
+    if loose == tol:
+        return result
+    result = newton_on(problem, result, max_iter, tol)
+    if bool(result.converged.all()) or int(result.iterations.max()) >= max_iter:
+        return result
+    rest = fista(result.solution, problem.gradient, lambda alpha, _: project_simplex(alpha),
+                 1 / problem.lipschitz, problem.gap, max_iter - int(result.iterations.max()), tol,
+                 solver.check_every)
+    done = result.converged
+    return FistaResult(torch.where(done[:, None, None], result.solution, rest.solution),
+                       torch.where(done, result.iterations, result.iterations + rest.iterations),
+                       done | rest.converged, torch.where(done, result.residual, rest.residual))
+
+
+def newton_on(problem: DualProblem, result: FistaResult, max_iter: int, tol: float) -> FistaResult:
+    """Newton steps (`DualProblem.newton_step`, one iteration each) from ``result`` down to ``tol``, at
+    most ``NEWTON_STEPS``; a task stops when its step is rejected (it would raise the dual objective)."""
+    alpha, residual = result.solution, result.residual
+    iterations = result.iterations.clone()
+    pending = residual > tol
+    for _ in range(NEWTON_STEPS):
+        pending &= iterations < max_iter
+        if not bool(pending.any()):
+            break
+        moved = problem.newton_step(alpha, pending)
+        pending &= (moved != alpha).flatten(1).any(dim=1)
+        alpha = moved
+        residual = torch.where(pending, problem.gap(alpha), residual)
+        iterations = iterations + pending
+        pending &= residual > tol
+    return FistaResult(alpha, iterations, residual <= tol, residual)
 
 
 def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
@@ -64,7 +105,10 @@ def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: 
         if int(iterations.max()) >= solver.max_iter or (round_tol == tol and not bool(outside.any())):
             break
         if bool(outside.any()):
-            size, round_tol = min(d, 2 * size), max(tol, round_tol / 10)
+            # at least doubled, and enough for every active or violating feature with room to spare: a
+            # task far from its optimum (hundreds of violators) then needs no extra rounds
+            needed = int(WORKING_SET_GROWTH * int((scores > solver.lambda1).sum(dim=-1).max()))
+            size, round_tol = min(d, max(2 * size, needed)), max(tol, round_tol / 10)
         else:
             round_tol = tol
     # without violators the full problem's gap equals the working set's (up to rounding)
