@@ -158,12 +158,14 @@ class GroupLassoSVMHead(EpisodicHead):
         lambda1_max = self._lambda1_max(support, onehot)
         lambda1 = (torch.full_like(lambda1_max, self.lambda1) if self.lambda1_ratio is None
                    else self.lambda1_ratio * lambda1_max)
+        # at or above lambda1_max, W = 0 exactly (this lambda1_max needs dual_reg > 0)
+        all_zero = (lambda1 >= lambda1_max) & (self.dual_reg > 0)
         if self.solver == "native":
             weights, info = self._solve_native(support, onehot, lambda1)
         else:
-            weights, info = self._solve_cvxpylayers(support, onehot, lambda1)
-        if self.dual_reg > 0:  # at or above lambda1_max, W = 0 exactly, with zero gradients
-            weights = weights * (lambda1 < lambda1_max)[:, None, None].to(weights.dtype)
+            weights, info = self._solve_cvxpylayers(support, onehot, lambda1, all_zero)
+        if self.dual_reg > 0:  # zeros with zero gradients, whatever rounding left in the solution
+            weights = weights * (~all_zero)[:, None, None].to(weights.dtype)
             active, sparsity = row_sparsity(weights.detach())
             info = dataclasses.replace(info, active=active, sparsity=sparsity)
         self.last_info = info
@@ -174,19 +176,16 @@ class GroupLassoSVMHead(EpisodicHead):
                       lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
         if self.lambda1_ratio is None:
             return self.native.solve(support, onehot)
-        # one solver per episode: each has its own lambda1
-        solves = [GroupLassoSVM(lambda1=float(value), lambda2=self.lambda2, dual_reg=self.dual_reg,
-                                max_iter=self.max_iter, tol=self.tol).solve(support[b:b + 1], onehot[b:b + 1])
+        # one solve per episode, each with its own lambda1 and the head's solver settings
+        solves = [dataclasses.replace(self.native, lambda1=value).solve(support[b:b + 1], onehot[b:b + 1])
                   for b, value in enumerate(lambda1.tolist())]
         return torch.cat([weights for weights, _ in solves]), _concatenate([info for _, info in solves])
 
-    def _solve_cvxpylayers(self, support: torch.Tensor, onehot: torch.Tensor,
-                           lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
+    def _solve_cvxpylayers(self, support: torch.Tensor, onehot: torch.Tensor, lambda1: torch.Tensor,
+                           all_zero: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
         _, n, d = support.shape
         key = (n, d, onehot.shape[-1], None, self.lambda2, self.dual_reg)
         (weights,), accurate = self.cvxpylayers(key, support, onehot, lambda1)
-        with torch.no_grad():
-            all_zero = lambda1 >= self._lambda1_max(support, onehot) if self.dual_reg > 0 else lambda1 < 0
         weights = zero_small_rows(weights, all_zero)
         with torch.no_grad():
             w, x = weights.detach().double(), support.detach().double()
