@@ -447,7 +447,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"noise-to-signal ratio of standard deviations (default {defaults.noise})")
     parser.add_argument("--quick", action="store_true", help="a tiny configuration for smoke tests")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="write DIR/results.json, DIR/config.json and DIR/synthetic.png")
+                        help="write DIR/results.json, DIR/config.json and DIR/synthetic.png, as one set: DIR "
+                        "is replaced as a whole, so it must be new, empty or from an earlier run (checked "
+                        "before the experiment runs)")
 
 
 def config_from_args(args: argparse.Namespace) -> SyntheticConfig:
