@@ -10,11 +10,19 @@ from metasparse.heads.base import EpisodicHead
 from metasparse.heads.validation import check_number
 from metasparse.solvers.diagnostics import SolverInfo, warn_if_not_converged
 
-__all__ = ["RESIDUAL_TOL", "RidgeHead"]
+__all__ = ["RidgeHead", "residual_tol"]
 
-RESIDUAL_TOL = 1e-6
-"""Largest relative residual of the kernel system, solved in float64, reported as converged; above it
-(a kernel too ill-conditioned for float64) the head warns."""
+
+def residual_tol(dtype: torch.dtype) -> float:
+    """Largest relative residual of the ridge's linear system reported as converged in ``dtype``: the
+    square root of its machine epsilon (3e-4 in float32, 1.5e-8 in float64); above it the system was too
+    ill-conditioned for that precision and the head warns.
+
+    Example:
+        >>> residual_tol(torch.float64) < 1e-7 < residual_tol(torch.float32)
+        True
+    """
+    return torch.finfo(dtype).eps ** 0.5
 
 
 class RidgeHead(EpisodicHead):
@@ -26,10 +34,12 @@ class RidgeHead(EpisodicHead):
     MetaOptNet's (a plain ridge $\min_W \|XW - Y\|^2 + \lambda\|W\|^2$ gives half of them). That QP has
     no active constraint (qpth is given a fake one), so MetaOptNet-RR's solution is exact after qpth's
     first iteration: its 3-iteration test setting gives this same closed form.
-    Solved in float64 whatever the input dtype (results come back in it): the kernel of large features
-    is too ill-conditioned for float32. Differentiated by autograd through a Cholesky solve; there is no
-    iterative solver to configure; ``last_info.converged`` says whether the kernel system's relative
-    residual is at most `RESIDUAL_TOL`.
+    Solved through the smaller of the two equal systems: the n x n kernel one above when n <= d, else
+    $W = 2 (X^\top X + \lambda I)^{-1} X^\top Y$ (with more samples than features the kernel is
+    singular and only $\lambda$ keeps it invertible, too badly conditioned for float32 once the features
+    are large). Differentiated by autograd through a Cholesky solve; there is no iterative solver to
+    configure; ``last_info.converged`` says whether the system's relative residual is at most
+    `residual_tol` of the dtype.
 
     Args:
         lam: Ridge weight, a finite number > 0.
@@ -52,18 +62,23 @@ class RidgeHead(EpisodicHead):
         return f"lam={self.lam}"
 
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
-        # float64 whatever the input: with features of magnitude s, the kernel's entries are ~ s^2 d and a
-        # float32 kernel is off by far more than lam where s is large (1e3 and up), and so is W
-        x = support.double()
-        targets = 2 * torch.nn.functional.one_hot(labels, n_way).to(x.dtype)  # MetaOptNet's e = -2Y
-        kernel = x @ x.transpose(1, 2)
-        kernel = kernel + self.lam * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-        coefficients = torch.cholesky_solve(targets, torch.linalg.cholesky(kernel))
-        weights = (x.transpose(1, 2) @ coefficients).to(support.dtype)
+        targets = 2 * torch.nn.functional.one_hot(labels, n_way).to(support.dtype)  # MetaOptNet's e = -2Y
+        n, d = support.shape[1:]
+        support_t = support.transpose(1, 2)
+        # the smaller of the two equal forms: with more samples than features the n x n kernel is
+        # singular (only lam keeps it invertible, badly conditioned for large features), X^T X is not
+        if n <= d:
+            system, rhs = support @ support_t, targets
+        else:
+            system, rhs = support_t @ support, support_t @ targets
+        system = system + self.lam * torch.eye(system.shape[-1], dtype=support.dtype, device=support.device)
+        solution = torch.cholesky_solve(rhs, torch.linalg.cholesky(system))
+        weights = support_t @ solution if n <= d else solution
         with torch.no_grad():
-            residual = (torch.linalg.vector_norm(kernel @ coefficients - targets, dim=(1, 2))
-                        / torch.linalg.vector_norm(targets, dim=(1, 2)))
-        info = SolverInfo.closed_form(weights, residual.to(support.dtype))
-        self.last_info = dataclasses.replace(info, converged=residual <= RESIDUAL_TOL, tol=RESIDUAL_TOL)
+            residual = (torch.linalg.vector_norm(system @ solution - rhs, dim=(1, 2))
+                        / torch.linalg.vector_norm(rhs, dim=(1, 2)).clamp_min(torch.finfo(rhs.dtype).tiny))
+        tol = residual_tol(support.dtype)
+        info = SolverInfo.closed_form(weights, residual)
+        self.last_info = dataclasses.replace(info, converged=residual <= tol, tol=tol)
         warn_if_not_converged(self.last_info, type(self).__name__, self._warned)
         return weights
