@@ -48,7 +48,7 @@ def test_backward_at_metaoptnet_sizes_finishes_with_two_threads():
     code = (
         "import torch; torch.set_num_threads(2)\n"
         "from metasparse.heads import GroupLassoSVMHead, LassoHead\n"
-        "from metasparse.demo import random_episodes\n"
+        "from metasparse.tasks import random_episodes\n"
         "s, y, q, _ = random_episodes(8, 5, 15, 15, 64, dtype=torch.float64)\n"
         "s.requires_grad_(True)\n"
         "GroupLassoSVMHead(0.5, 10.0)(q, s, y, 5).sum().backward()\n"
