@@ -241,6 +241,7 @@ def test_an_empty_batch_gives_empty_results(make_head):
     assert logits.shape == (0, 4, 5)
     assert head.solve(support, torch.zeros(0, 10, dtype=torch.long), 5).shape == (0, 8, 5)
     assert head.last_info.converged.shape == (0,) and head.last_info.residual.shape == (0,)
+    assert head.last_info.summary().endswith("no tasks (an empty batch)")
     logits.sum().backward()
     assert support.grad.shape == support.shape
 

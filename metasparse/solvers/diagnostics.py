@@ -80,6 +80,8 @@ class SolverInfo:
 
     def summary(self) -> str:
         """One line: convergence, iterations, residual and sparsity over the batch."""
+        if self.converged.numel() == 0:
+            return f"{self.solver}: no tasks (an empty batch)"
         done = int(self.converged.sum())
         mode = "fixed iterations" if self.fixed_iterations else f"{done}/{self.converged.numel()} converged"
         return (f"{self.solver}: {mode}, iterations max {int(self.iterations.max())}, "
