@@ -103,8 +103,9 @@ def solve_symmetric_pseudo_inverse(matrix: torch.Tensor, rhs: torch.Tensor,
 
     Example:
         >>> a = torch.tensor([[[1.0, 1.0], [1.0, 1.0]]], dtype=torch.float64)
-        >>> solve_symmetric_pseudo_inverse(a, torch.tensor([[2.0, 2.0]], dtype=torch.float64))
-        tensor([[1., 1.]], dtype=torch.float64)
+        >>> x = solve_symmetric_pseudo_inverse(a, torch.tensor([[2.0, 2.0]], dtype=torch.float64))
+        >>> torch.allclose(x, torch.tensor([[1.0, 1.0]], dtype=torch.float64))
+        True
     """
     values, vectors = torch.linalg.eigh(matrix)
     keep = values > rcond * values.amax(dim=-1, keepdim=True).clamp_min(torch.finfo(values.dtype).tiny)

@@ -91,7 +91,7 @@ def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> to
 
     Example:
         >>> svm_dual_point(torch.zeros(1, 1, 2), torch.tensor([[[1.0, 0.0]]]), 1.0)
-        tensor([[[1., 0.]]])
+        tensor([[[0.5000, 0.5000]]])
     """
     margins = scores + 1 - onehot
     if eps > 0:
@@ -191,7 +191,7 @@ def svm_zero_solution(onehot: torch.Tensor, lambda2: float, dual_reg: float) -> 
 
     Example:
         >>> svm_zero_solution(torch.tensor([[[1.0, 0.0]]]), lambda2=10.0, dual_reg=1.0)
-        tensor([[[0.5000, 0.5000]]])
+        tensor([[[0., 1.]]])
     """
     return project_simplex((1 - lambda2 / dual_reg) * onehot)
 
