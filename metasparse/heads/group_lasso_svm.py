@@ -176,10 +176,7 @@ class GroupLassoSVMHead(EpisodicHead):
                       lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
         if self.lambda1_ratio is None:
             return self.native.solve(support, onehot)
-        # one solve per episode, each with its own lambda1 and the head's solver settings
-        solves = [dataclasses.replace(self.native, lambda1=value).solve(support[b:b + 1], onehot[b:b + 1])
-                  for b, value in enumerate(lambda1.tolist())]
-        return torch.cat([weights for weights, _ in solves]), _concatenate([info for _, info in solves])
+        return self.native.for_tasks(lambda1).solve(support, onehot)  # one batched solve, lambda1 per task
 
     def _solve_cvxpylayers(self, support: torch.Tensor, onehot: torch.Tensor, lambda1: torch.Tensor,
                            all_zero: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
@@ -191,18 +188,9 @@ class GroupLassoSVMHead(EpisodicHead):
             w, x = weights.detach().double(), support.detach().double()
             y, lam = onehot.double(), lambda1.double()
             alpha = svm_dual_point(x @ w, y, self.dual_reg / self.lambda2)
-            residual = torch.cat([svm_relative_gap(w[b:b + 1], alpha[b:b + 1], x[b:b + 1], y[b:b + 1],
-                                                   float(lam[b]), self.lambda2, self.dual_reg)
-                                  for b in range(w.shape[0])]).masked_fill(all_zero, 0.0).to(support.dtype)
+            residual = svm_relative_gap(w, alpha, x, y, lam, self.lambda2, self.dual_reg)
+            residual = residual.masked_fill(all_zero, 0.0).to(support.dtype)
         return weights, cvxpylayers_info(weights, residual, accurate, self.tol, certified=self.dual_reg > 0)
-
-
-def _concatenate(infos: list[SolverInfo]) -> SolverInfo:
-    """One `SolverInfo` of consecutive batches: per-task tensors concatenated, settings from the first."""
-    first = infos[0]
-    fields = {field.name: torch.cat([getattr(info, field.name) for info in infos])
-              for field in dataclasses.fields(first) if isinstance(getattr(first, field.name), torch.Tensor)}
-    return dataclasses.replace(first, **fields)
 
 
 class SVMHead(GroupLassoSVMHead):

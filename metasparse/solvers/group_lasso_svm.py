@@ -12,6 +12,7 @@ the implicit function theorem on the dual's optimality conditions restricted to 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,7 @@ from metasparse.solvers.svm_face import feature_norms
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
     check_svm_parameters,
+    per_task,
     relative_gap,
     svm_dual_objective,
     svm_dual_point,
@@ -95,6 +97,34 @@ class GroupLassoSVM:
         if self.tol is not None and not 0 < self.tol < float("inf"):
             raise ValueError(f"tol must be finite and > 0, or None (fixed iterations), got {self.tol!r}")
 
+    def for_tasks(self, lambda1: torch.Tensor) -> GroupLassoSVM:
+        """This solver with one group-lasso weight per task, for a batch of ``len(lambda1)`` tasks.
+
+        One batched solve of tasks whose ``lambda1`` differ (e.g. a fraction of each task's
+        ``svm_lambda1_max``, as ``GroupLassoSVMHead(lambda1_ratio=...)`` sets it), instead of one solve
+        per task. No gradient flows through ``lambda1``.
+
+        Args:
+            lambda1: (B,) finite values >= 0.
+
+        Example:
+            >>> X = torch.randn(2, 10, 8); Y = torch.eye(5).repeat(2, 2, 1)
+            >>> per_task = GroupLassoSVM().for_tasks(torch.tensor([0.0, 1e3]))
+            >>> W, info = per_task.solve(X, Y)
+            >>> bool((W[0] != 0).any()), bool((W[1] == 0).all())
+            (True, True)
+        """
+        lambda1 = torch.as_tensor(lambda1).detach()
+        if lambda1.dim() != 1 or not bool((torch.isfinite(lambda1) & (lambda1 >= 0)).all()):
+            raise ValueError(f"lambda1 per task must be a (B,) tensor of finite values >= 0, got {lambda1!r}")
+        solver = copy.copy(self)
+        solver.lambda1 = lambda1
+        return solver
+
+    def _of_tasks(self, tasks: torch.Tensor) -> GroupLassoSVM:
+        """This solver for the sub-batch ``tasks`` (indices): per-task weights follow their tasks."""
+        return self if not isinstance(self.lambda1, torch.Tensor) else self.for_tasks(self.lambda1[tasks])
+
     def solve_dual(self, support: torch.Tensor, onehot: torch.Tensor,
                    init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
         """Dual variables (B, n, K) in the dtype of ``support``, without gradient, and diagnostics.
@@ -126,7 +156,8 @@ class GroupLassoSVM:
             x, y = support.detach().double(), onehot.double()
             batch = x.shape[0]
             zero = svm_zero_solution(y, self.lambda2, self.dual_reg)
-            closed_form = (feature_norms(x, y - zero) <= self.lambda1).all(dim=-1)
+            norms = feature_norms(x, y - zero)
+            closed_form = (norms <= per_task(self.lambda1, norms)).all(dim=-1)
             alpha = zero.clone()
             iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
             converged = closed_form & (self.tol is not None)
@@ -135,7 +166,7 @@ class GroupLassoSVM:
                 tasks = (~closed_form).nonzero()[:, 0]
                 start = (torch.full_like(y[tasks], 1.0 / y.shape[-1]) if init is None
                          else init.detach().double()[tasks])
-                result = self._iterative_solve(x[tasks], y[tasks], start)
+                result = self._of_tasks(tasks)._iterative_solve(x[tasks], y[tasks], start)
                 alpha[tasks], iterations[tasks] = result.solution, result.iterations
                 converged[tasks], residual[tasks] = result.converged, result.residual
         info = SolverInfo(iterations, converged, residual, *row_sparsity(self._weights(x, y, alpha)),

@@ -6,7 +6,13 @@ import torch
 
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
 from metasparse.solvers.svm_face import dual_hessian, face_of, solve_on_face
-from metasparse.solvers.svm_objective import SVMParameters, dual_from_kernel, gap_of
+from metasparse.solvers.svm_objective import (
+    SVMParameters,
+    dual_from_kernel,
+    gap_of,
+    per_task,
+    without_group_lasso,
+)
 
 __all__ = ["NEWTON_STEP_FRACTIONS", "DualProblem"]
 
@@ -43,7 +49,8 @@ class DualProblem:
         # K(alpha) = X BST(X^T Y - X^T alpha): the constant parts once, two fused ops per gradient
         self.smoothing = dual_reg / lambda2
         self.offset = (1 - self.smoothing) * onehot
-        if parameters.lambda1 == 0:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
+        self.quadratic = without_group_lasso(parameters.lambda1)
+        if self.quadratic:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
             self.offset = self.offset - self.gram @ onehot / lambda2
         else:
             self.correlation_y = self.support_t @ onehot
@@ -56,15 +63,15 @@ class DualProblem:
         """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), (B, p, K) or (B, p, F, K)."""
         flat = alpha.reshape(*alpha.shape[:2], -1)
         correlation = torch.baddbmm(self._stacked(self.correlation_y, alpha), self.support_t, flat, alpha=-1)
-        shape = (alpha.shape[0], self.support.shape[-1], *alpha.shape[2:])
-        return block_soft_threshold(correlation.reshape(shape), self.parameters.lambda1)
+        correlation = correlation.reshape(alpha.shape[0], self.support.shape[-1], *alpha.shape[2:])
+        return block_soft_threshold(correlation, per_task(self.parameters.lambda1, correlation))
 
     def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
         """grad D(alpha), shaped like ``alpha``."""
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
         base = torch.add(self._stacked(self.offset, alpha), flat, alpha=self.smoothing)
-        if p.lambda1 == 0:
+        if self.quadratic:
             return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape)
         shrunk = self._shrunk_correlation(alpha).reshape(flat.shape[0], -1, flat.shape[-1])
         return torch.baddbmm(base, self.support, shrunk, alpha=-1 / p.lambda2).reshape(alpha.shape)
@@ -73,7 +80,7 @@ class DualProblem:
         """D(alpha): (B,) for (B, n, K) ``alpha``, (B, F) for (B, n, F, K)."""
         p = self.parameters
         onehot = self.onehot if alpha.ndim == 3 else self.onehot[:, :, None]
-        if p.lambda1 == 0:  # ||X^T (Y - alpha)||^2 through the Gram matrix
+        if self.quadratic:  # ||X^T (Y - alpha)||^2 through the Gram matrix
             residual = (onehot - alpha).reshape(*alpha.shape[:2], -1)
             kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
         else:
@@ -92,7 +99,7 @@ class DualProblem:
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = face_of(free)
-        correlation = None if self.parameters.lambda1 == 0 else self.support_t @ (self.onehot - alpha)
+        correlation = None if self.quadratic else self.support_t @ (self.onehot - alpha)
         hessian = dual_hessian(self.support, correlation, self.parameters, face, self.gram)
         step = solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)

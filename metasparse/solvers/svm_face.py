@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 
 from metasparse.solvers.linear_solve import solve_spd_with_group_sums
-from metasparse.solvers.svm_objective import SVMParameters
+from metasparse.solvers.svm_objective import Lambda1, SVMParameters, per_task, without_group_lasso
 
 __all__ = ["Face", "active_features", "dual_hessian", "face_of", "feature_norms", "select_features",
            "solve_on_face"]
@@ -67,10 +67,11 @@ def select_features(support: torch.Tensor, scores: torch.Tensor,
 
 
 def active_features(support: torch.Tensor, norms: torch.Tensor,
-                    lambda1: float) -> tuple[torch.Tensor, torch.Tensor]:
+                    lambda1: Lambda1) -> tuple[torch.Tensor, torch.Tensor]:
     """`select_features` of the features whose ``norms`` exceed ``lambda1``, as wide as the task with the
     most (at least 1); in tasks with fewer, the widest inactive features fill in."""
-    return select_features(support, norms, max(1, int((norms > lambda1).sum(dim=-1).max())))
+    active = norms > per_task(lambda1, norms)
+    return select_features(support, norms, max(1, int(active.sum(dim=-1).max())))
 
 
 def dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters, face: Face,
@@ -94,16 +95,17 @@ def dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMP
         picked = gram.gather(1, rows[:, :, None].expand(batch, m, n))
         return picked.gather(2, rows[:, None, :].expand(batch, m, m)) * same_class
 
-    if lambda1 == 0:
+    if without_group_lasso(lambda1):
         hessian = kron_identity_on_face(support @ support.transpose(1, 2) if gram is None else gram)
     else:
         norms = torch.linalg.vector_norm(v, dim=-1)
         support_active, columns = active_features(support, norms, lambda1)
         width = columns.shape[1]
         norms_active = norms.gather(1, columns)
-        is_active = norms_active > lambda1
+        threshold = per_task(lambda1, norms_active)
+        is_active = norms_active > threshold
         norms_active = norms_active.clamp_min(torch.finfo(v.dtype).tiny)
-        ratio = torch.where(is_active, lambda1 / norms_active, 0.0)
+        ratio = torch.where(is_active, threshold / norms_active, 0.0)
         shrink = torch.where(is_active, 1 - ratio, 0.0)
         shrunk_gram = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
         hessian = kron_identity_on_face(shrunk_gram)

@@ -12,7 +12,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.svm_face import active_features, dual_hessian, face_of, solve_on_face
-from metasparse.solvers.svm_objective import SVMParameters, weights_from_dual_residual
+from metasparse.solvers.svm_objective import SVMParameters, weights_from_dual_residual, without_group_lasso
 
 __all__ = ["dual_residual_with_implicit_gradient", "dual_vjp"]
 
@@ -60,18 +60,19 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
     """
     x, a, y = support.double(), alpha.double(), onehot.double()
     lambda1 = parameters.lambda1
+    sparse = not without_group_lasso(lambda1)
     residual = y - a
-    correlation = None if lambda1 == 0 else x.transpose(1, 2) @ residual
+    correlation = x.transpose(1, 2) @ residual if sparse else None
     face = face_of(a > 0)
     u = solve_on_face(dual_hessian(x, correlation, parameters, face), face, grad_alpha.double())
-    if lambda1 > 0:  # an inactive feature's column gets no gradient: differentiate the active ones
+    if sparse:  # an inactive feature's column gets no gradient: differentiate the active ones
         norms = torch.linalg.vector_norm(correlation, dim=-1)
         x, columns = active_features(x, norms, lambda1)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         kernel_term = x @ weights_from_dual_residual(x, residual, lambda1, 1.0)
         (grad_support,) = torch.autograd.grad(kernel_term, x, grad_outputs=u / parameters.lambda2)
-    if lambda1 > 0:
+    if sparse:
         grad_support = torch.zeros_like(support, dtype=grad_support.dtype).scatter(
             2, columns[:, None, :].expand_as(grad_support), grad_support)
     return grad_support.to(support.dtype)

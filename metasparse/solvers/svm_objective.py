@@ -40,12 +40,36 @@ __all__ = [
 ]
 
 
-class SVMParameters(Protocol):
-    """The three weights of the problem (`GroupLassoSVM` is one)."""
+Lambda1 = float | torch.Tensor
+"""A group-lasso weight: one float for the batch, or a (B,) tensor with one per task."""
 
-    lambda1: float
+
+class SVMParameters(Protocol):
+    """The three weights of the problem (`GroupLassoSVM` is one); ``lambda1`` may be per task."""
+
+    lambda1: Lambda1
     lambda2: float
     dual_reg: float
+
+
+def per_task(lambda1: Lambda1, like: torch.Tensor) -> float | torch.Tensor:
+    """``lambda1`` shaped to broadcast against ``like`` (B, ...): a float as it is, a (B,) tensor as
+    (B, 1, ..., 1) in ``like``'s dtype.
+
+    Example:
+        >>> per_task(torch.tensor([0.1, 0.2]), torch.zeros(2, 3, 4)).shape
+        torch.Size([2, 1, 1])
+    """
+    if isinstance(lambda1, torch.Tensor):
+        return lambda1.to(like.dtype).reshape(-1, *(1,) * (like.dim() - 1))
+    return lambda1
+
+
+def without_group_lasso(lambda1: Lambda1) -> bool:
+    """Whether ``lambda1`` is 0 for every task: then BST is the identity and the dual is a QP."""
+    if isinstance(lambda1, torch.Tensor):
+        return not bool((lambda1 > 0).any())
+    return lambda1 == 0
 
 
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
@@ -79,7 +103,9 @@ def weights_from_dual_residual(support: torch.Tensor, dual_residual: torch.Tenso
     """
     correlation = support.transpose(1, 2) @ dual_residual
     # BST(., 0) is the identity, but its autograd gradient at a zero row is zero (all-zero features)
-    return (correlation if lambda1 == 0 else block_soft_threshold(correlation, lambda1)) / lambda2
+    if without_group_lasso(lambda1):
+        return correlation / lambda2
+    return block_soft_threshold(correlation, per_task(lambda1, correlation)) / lambda2
 
 
 def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
@@ -108,9 +134,10 @@ def _smoothed_hinge(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> t
     return loss.sum(dim=-1)
 
 
-def _penalty(weights: torch.Tensor, lambda1: float, lambda2: float) -> torch.Tensor:
+def _penalty(weights: torch.Tensor, lambda1: Lambda1, lambda2: float) -> torch.Tensor:
     ridge = lambda2 / 2 * (weights**2).sum(dim=(1, 2))
-    return ridge + lambda1 * torch.linalg.vector_norm(weights, dim=-1).sum(dim=-1)
+    group_norms = torch.linalg.vector_norm(weights, dim=-1).sum(dim=-1)
+    return ridge + per_task(lambda1, group_norms) * group_norms
 
 
 def svm_primal_objective(weights: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor,

@@ -13,7 +13,7 @@ import torch
 from metasparse.solvers.fista import FistaResult
 from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_face import feature_norms, select_features
-from metasparse.solvers.svm_objective import gap_of
+from metasparse.solvers.svm_objective import gap_of, per_task, without_group_lasso
 from metasparse.solvers.svm_working_set import WORKING_SET_MIN, first_order_solve
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
     """
     alpha, residual = result.solution, result.residual
     features = support
-    if solver.lambda1 > 0 and support.shape[-1] > WORKING_SET_MIN:
+    if not without_group_lasso(solver.lambda1) and support.shape[-1] > WORKING_SET_MIN:
         scores = feature_norms(support, onehot - alpha)
-        size = int((scores > POLISH_FEATURE_MARGIN * solver.lambda1).sum(dim=-1).max())
+        size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
         features, _ = select_features(support, scores, max(size, WORKING_SET_MIN))
     problem = DualProblem(solver, features, onehot)
     pending = tasks & (residual > POLISH_GAP_FLOOR)

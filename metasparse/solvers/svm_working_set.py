@@ -15,7 +15,7 @@ from metasparse.solvers.fista import FistaResult, fista
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_face import feature_norms, select_features
-from metasparse.solvers.svm_objective import gap_of
+from metasparse.solvers.svm_objective import gap_of, per_task, without_group_lasso
 
 if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
@@ -38,7 +38,7 @@ NEWTON_STEPS = 20
 def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
                       alpha: torch.Tensor, tol: float | None) -> FistaResult:
     """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays."""
-    if solver.lambda1 == 0 or tol is None or support.shape[-1] <= WORKING_SET_MIN:
+    if without_group_lasso(solver.lambda1) or tol is None or support.shape[-1] <= WORKING_SET_MIN:
         return fista_on(solver, DualProblem(solver, support, onehot), alpha, solver.max_iter, tol)
     return _fista_on_working_set(solver, support, onehot, alpha, tol)
 
@@ -48,7 +48,7 @@ def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, ma
     """`fista` on ``problem`` from ``init``, with Newton steps where it stalls (``lambda1 = 0``); with
     ``lambda1 > 0``, FISTA to ``NEWTON_FROM``, then Newton steps (`newton_on`), then FISTA again for the
     tasks they left above ``tol``."""
-    refine = problem.newton_step if solver.newton and solver.lambda1 == 0 else None
+    refine = problem.newton_step if solver.newton and problem.quadratic else None
     loose = tol if tol is None or refine is not None or not solver.newton else max(tol, NEWTON_FROM)
     result = fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
                    problem.gap, max_iter, loose, solver.check_every, refine=refine)
@@ -93,6 +93,7 @@ def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: 
     batch, _, d = support.shape
     iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
     scores = feature_norms(support, onehot - alpha)
+    threshold = per_task(solver.lambda1, scores)
     size, round_tol = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL)
     while True:
         working, columns = select_features(support, scores, size)
@@ -101,13 +102,13 @@ def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: 
         iterations = iterations + result.iterations
         alpha = result.solution
         scores = feature_norms(support, onehot - alpha)
-        outside = scores.scatter(1, columns, 0.0) > solver.lambda1
+        outside = scores.scatter(1, columns, 0.0) > threshold
         if int(iterations.max()) >= solver.max_iter or (round_tol == tol and not bool(outside.any())):
             break
         if bool(outside.any()):
             # at least doubled, and enough for every active or violating feature with room to spare: a
             # task far from its optimum (hundreds of violators) then needs no extra rounds
-            needed = int(WORKING_SET_GROWTH * int((scores > solver.lambda1).sum(dim=-1).max()))
+            needed = int(WORKING_SET_GROWTH * int((scores > threshold).sum(dim=-1).max()))
             size, round_tol = min(d, max(2 * size, needed)), max(tol, round_tol / 10)
         else:
             round_tol = tol
