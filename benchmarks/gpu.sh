@@ -27,4 +27,21 @@ PY
 # 2. the benchmark on cuda (cvxpylayers is CPU-only and skipped there); its gradient-accuracy part is CPU-only
 "$PYTHON" benchmarks/heads.py --device cuda --out "$OUT/heads.json"
 
-echo "wrote $OUT/heads.json, $OUT/heads.md, $OUT/test_heads_cuda.txt, $OUT/machine.txt"
+# 3. few-shot training step on cuda with ResNet-12 (64x64 shapes3d-fs images: 640 x 4 x 4 = 10,240 features;
+# MetaOptNet's 16,000 need 84x84 images, e.g. --dataset mini-imagenet --data-root DIR --image-size 84):
+# the step's split into data, backbone and head for the group-lasso and SVM heads, bfloat16 autocast on
+for head in group-lasso svm; do
+  rm -rf "$OUT/train-resnet12-$head"
+  "$PYTHON" -m metasparse.cli train --out "$OUT/train-resnet12-$head" --backbone resnet12 --head "$head" \
+      --steps 30 --validate-every 30 --val-episodes 16 --device cuda --no-progress
+  "$PYTHON" - "$OUT/train-resnet12-$head" <<'PY' | tee "$OUT/train-resnet12-$head.txt"
+import json, sys
+from metasparse.train import read_metrics
+steps = [r for r in read_metrics(sys.argv[1]) if r["split"] == "train"][5:]  # after warm-up
+mean = {k: sum(r[f"time_{k}"] for r in steps) / len(steps) for k in ("data", "backbone", "head", "step")}
+print(sys.argv[1], {k: f"{1000 * v:.0f} ms" for k, v in mean.items()},
+      f"head share {100 * mean['head'] / mean['step']:.0f}%")
+PY
+done
+
+echo "wrote $OUT/heads.json, $OUT/heads.md, $OUT/test_heads_cuda.txt, $OUT/machine.txt, $OUT/train-resnet12-*.txt"

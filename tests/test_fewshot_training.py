@@ -133,3 +133,22 @@ def test_resnet12_forward_counters_are_saved_for_an_exact_resume():
     fresh = FewShotTrainer(config)
     fresh.load_state_dict(trainer.state_dict())
     assert _forward_counts(fresh.backbone) == counts
+
+
+def test_the_demo_trains_both_heads_and_prints_their_comparison(tmp_path, capsys):
+    from metasparse.demo import DEMO_HEADS, run_demo
+
+    assert run_demo(tmp_path, steps=2, episodes=4, progress=False) == 0
+    table = capsys.readouterr().out
+    for name in DEMO_HEADS.values():
+        assert name in table
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert set(report) == set(DEMO_HEADS)
+    for result in report.values():
+        assert set(result["evaluation"]) == {"1-shot", "5-shot"}
+        assert result["summary"]["last"]["step"] == 2
+        assert result["step_times"]["step"] >= result["step_times"]["head"] > 0
+    # a second run resumes: nothing is trained or evaluated again
+    assert run_demo(tmp_path, steps=2, episodes=4, progress=False) == 0
+    again = json.loads((tmp_path / "demo.json").read_text())
+    assert all(again[head]["evaluation"] == report[head]["evaluation"] for head in DEMO_HEADS)

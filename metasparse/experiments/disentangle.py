@@ -50,8 +50,7 @@ from metasparse.train.bilevel import (
     make_latents,
 )
 from metasparse.train.config import add_config_arguments, config_from_args
-from metasparse.train.fewshot import resolve_device
-from metasparse.train.run import load_checkpoint, read_metrics, run_training
+from metasparse.train.run import load_checkpoint, read_metrics, resolve_device, run_training
 
 __all__ = [
     "METHOD_LABELS",

@@ -60,8 +60,7 @@ from metasparse.tasks.regression import (
 )
 from metasparse.tasks.seeding import seed_everything
 from metasparse.train.config import option
-from metasparse.train.fewshot import resolve_device
-from metasparse.train.run import RunOptions
+from metasparse.train.run import RunOptions, resolve_device
 
 __all__ = ["METHODS", "BilevelTrainer", "DisentangleConfig", "encode", "evaluate_encoder", "make_latents",
            "ridge_weights", "score_representation"]

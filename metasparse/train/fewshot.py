@@ -40,10 +40,10 @@ from metasparse.train.distributed import (
     shard,
     sync_batch_norm,
 )
-from metasparse.train.run import RunOptions
+from metasparse.train.run import RunOptions, resolve_device
 
 __all__ = ["HEADS", "FewShotConfig", "FewShotTrainer", "evaluate_checkpoint", "evaluate_episodes",
-           "make_head", "resolve_device", "smoothed_cross_entropy", "train_and_evaluate"]
+           "make_head", "smoothed_cross_entropy", "train_and_evaluate"]
 
 HEADS = ("group-lasso", "svm", "ridge", "protonet")
 """Head names of `FewShotConfig.head`."""
@@ -233,16 +233,6 @@ def evaluate_episodes(backbone: nn.Module, head: EpisodicHead, sampler: EpisodeS
 
 def _to_device(episode: Episode, device: torch.device) -> Episode:
     return Episode(*(part.to(device, non_blocking=True) for part in episode))
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; other names as torch reads them."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but CUDA is not available here; use --device cpu")
-    return device
 
 
 class FewShotTrainer:

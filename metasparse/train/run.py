@@ -32,7 +32,8 @@ from metasparse.atomic import write_atomically
 from metasparse.tasks.seeding import rng_state, set_rng_state
 from metasparse.train.distributed import rank_and_world_size
 
-__all__ = ["CHECKPOINT_FILES", "RunOptions", "Trainer", "load_checkpoint", "read_metrics", "run_training"]
+__all__ = ["CHECKPOINT_FILES", "RunOptions", "Trainer", "load_checkpoint", "read_metrics", "resolve_device",
+           "run_training"]
 
 CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.json", "metrics.jsonl", "summary.json"
 CHECKPOINT_FILES = {"last": "last.pt", "best": "best.pt"}
@@ -88,6 +89,16 @@ class RunOptions:
         if self.best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {self.best_mode!r}")
         object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; other names as torch reads them."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available here; use --device cpu")
+    return device
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
