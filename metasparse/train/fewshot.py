@@ -63,7 +63,7 @@ class FewShotConfig:
     hidden_size: int = option(64, "cnn4 channels per layer")
     dropblock_size: int = option(5, "resnet12 DropBlock size (MetaOptNet: 5, 2 for 32x32 images)")
     head: str = option("group-lasso", "episodic head", HEADS)
-    lambda1_ratio: float = option(0.3, "group-lasso head: lambda1 as a fraction of the episode's lambda1_max")
+    lambda1_ratio: float = option(0.1, "group-lasso head: lambda1 as a fraction of the episode's lambda1_max")
     lambda2: float = option(10.0, "ridge weight of the group-lasso and SVM heads (SVM: C = 1 / lambda2)")
     dual_reg: float = option(1.0, "smoothing of the hinge (MetaOptNet's +1.0 * I)")
     ridge_lambda: float = option(50.0, "ridge head regularisation (MetaOptNet-RR: 50)")
