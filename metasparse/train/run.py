@@ -188,6 +188,8 @@ def run_training(trainer: Trainer, config: Mapping[str, Any], options: RunOption
     out_dir = options.out_dir
     config = json.loads(json.dumps(dict(config)))  # what will be saved, for comparisons on resume
     _check_resumable(out_dir, config, options.resume)
+    if world > 1:  # every rank has looked at the directory before rank 0 writes into it
+        dist.barrier()
 
     start, best, last = 0, None, None
     last_path = out_dir / CHECKPOINT_FILES["last"]
