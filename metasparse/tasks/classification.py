@@ -22,6 +22,11 @@ class Episode(NamedTuple):
 
     Shapes: ``support`` (B, n_way * n_shot, ...), ``support_labels`` (B, n_way * n_shot),
     ``query`` (B, n_way * n_query, ...), ``query_labels`` (B, n_way * n_query); labels in [0, n_way).
+
+    Example:
+        >>> episode = split_support_query(torch.arange(6.0), torch.tensor([1, 0, 1, 0, 1, 0]), 2, 1)
+        >>> episode.support.tolist(), episode.support_labels.tolist(), episode.query.tolist()
+        ([1.0, 0.0], [0, 1], [3.0, 5.0, 2.0, 4.0])
     """
 
     support: torch.Tensor
@@ -112,6 +117,12 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
 
     Returns:
         An unbatched `Episode` (no leading B), both sets sorted by class.
+
+    Example:
+        >>> x, y = torch.arange(6.0), torch.tensor([0, 1, 0, 1, 0, 1])
+        >>> support, support_labels, query, query_labels = split_support_query(x, y, n_way=2, n_shot=2)
+        >>> support.tolist(), support_labels.tolist(), query_labels.tolist()
+        ([0.0, 2.0, 1.0, 3.0], [0, 0, 1, 1], [0, 1])
     """
     labels = torch.as_tensor(labels).long().reshape(-1)
     if data.shape[0] != labels.shape[0]:
@@ -127,7 +138,17 @@ def split_support_query(data: torch.Tensor, labels: torch.Tensor, n_way: int,
 
 
 def sample_episodes(taskset: Taskset, batch_size: int, n_way: int, n_shot: int) -> Episode:
-    """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched `Episode`."""
+    """Sample ``batch_size`` tasks from ``taskset`` and stack them into a batched `Episode`.
+
+    Draws from Python's global ``random`` (learn2learn's); `EpisodeSampler` makes each episode a fixed
+    function of a seed and its position instead, for resumable and distributed training.
+
+    Example:
+        >>> data = torch.utils.data.TensorDataset(torch.randn(40, 3), torch.arange(40) // 4)
+        >>> taskset = classification_taskset(data, n_way=5, n_shot=1, n_query=3)
+        >>> sample_episodes(taskset, batch_size=2, n_way=5, n_shot=1).query.shape
+        torch.Size([2, 15, 3])
+    """
     return _stack([split_support_query(*taskset.sample(), n_way=n_way, n_shot=n_shot)
                    for _ in range(batch_size)])
 

@@ -59,7 +59,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the generators from a `rng_state` dictionary (the CUDA entry is used when present)."""
+    """Restore the generators from a `rng_state` dictionary (the CUDA entry is used when present).
+
+    Example:
+        >>> state = rng_state(); first = torch.rand(2)
+        >>> set_rng_state(state); torch.equal(torch.rand(2), first)
+        True
+    """
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     torch.set_rng_state(state["torch"])
