@@ -100,6 +100,11 @@ def row_sparsity(weights: torch.Tensor, rtol: float = 0.0) -> tuple[torch.Tensor
 
     Returns:
         ``(active, sparsity)``: (B,) counts of non-zero rows and (B,) fractions of zero rows.
+
+    Example:
+        >>> weights = torch.zeros(1, 4, 3); weights[0, 2] = 1.0
+        >>> row_sparsity(weights)
+        (tensor([1]), tensor([0.7500]))
     """
     norms = torch.linalg.vector_norm(weights, dim=-1)
     threshold = rtol * norms.amax(dim=-1, keepdim=True)

@@ -38,6 +38,11 @@ def group_lasso_lambda_max(features: torch.Tensor, targets: torch.Tensor) -> tor
     Args:
         features: (B, n, d).
         targets: (B, n, K).
+
+    Example:
+        >>> features, targets = torch.eye(2)[None], torch.tensor([[[3.0], [4.0]]])
+        >>> group_lasso_lambda_max(features, targets)  # max(|3|, |4|) / n
+        tensor([2.])
     """
     with torch.no_grad():
         correlations = features.transpose(1, 2) @ targets
