@@ -46,6 +46,18 @@ class EpisodicHead(nn.Module):
     Args:
         learn_scale: Make the logit scale a learnable parameter, as in MetaOptNet.
         scale: Initial logit scale, a finite number.
+
+    Example:
+        A new head is a subclass with a `_solve`: here nearest class mean under the dot product.
+
+        >>> class MeanHead(EpisodicHead):
+        ...     def _solve(self, support, labels, n_way):
+        ...         onehot = torch.nn.functional.one_hot(labels, n_way).to(support.dtype)
+        ...         return support.transpose(1, 2) @ (onehot / onehot.sum(1, keepdim=True))
+        >>> head = MeanHead(learn_scale=False)
+        >>> support, labels = torch.eye(2).repeat(1, 2, 1), torch.tensor([[0, 1, 0, 1]])
+        >>> head(torch.tensor([[[0.9, 0.1]]]), support, labels, n_way=2).argmax(-1)
+        tensor([[0]])
     """
 
     def __init__(self, learn_scale: bool = True, scale: float = 1.0) -> None:

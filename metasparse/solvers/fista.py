@@ -79,6 +79,15 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
 
     Returns:
         A `FistaResult`; ``residual`` is the gap at ``solution``.
+
+    Example:
+        Non-negative least squares ``min_x 0.5 ||x - b||^2, x >= 0``, whose solution is ``max(b, 0)``:
+
+        >>> b = torch.tensor([[1.0, -2.0]])
+        >>> result = fista(torch.zeros(1, 2), lambda x: x - b, lambda x, _: x.clamp_min(0),
+        ...                torch.ones(1), lambda x: (x - b.clamp_min(0)).abs().amax(-1), 100, 1e-6)
+        >>> result.solution, bool(result.converged)
+        (tensor([[1., 0.]]), True)
     """
     batch = x0.shape[0]
     step = _per_task(step, x0)
