@@ -70,6 +70,11 @@ class BenchmarkSource(NamedTuple):
         order: int64 permutation of the items that is the same on every machine: the files' order, except
             for Omniglot, whose torchvision reader lists folders and files in ``os.listdir`` order; there
             it sorts the items by path, and ``labels`` number the characters in sorted path order.
+
+    Example:
+        >>> source = read_benchmark("mini-imagenet", "~/data", "test")  # doctest: +SKIP
+        >>> len(source.dataset), int(source.labels.max()) + 1               # doctest: +SKIP
+        (12000, 20)
     """
 
     dataset: Dataset

@@ -165,7 +165,12 @@ def make_predictor(predictor: Predictor, n: int) -> Any:
 
 
 def seed_rng(seed: int, sparsity: float) -> np.random.Generator:
-    """The generator of one (seed, sparsity) cell: independent of the other cells and of the run's order."""
+    """The generator of one (seed, sparsity) cell: independent of the other cells and of the run's order.
+
+    Example:
+        >>> bool(seed_rng(0, 0.05).random() == seed_rng(0, 0.05).random() != seed_rng(0, 0.2).random())
+        True
+    """
     return np.random.default_rng([seed, round(sparsity * 1_000_000)])
 
 

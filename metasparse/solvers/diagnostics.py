@@ -17,7 +17,14 @@ CVXPY_ZERO_ROW_RTOL = 1e-6
 
 
 class ConvergenceWarning(UserWarning):
-    """A solver stopped at ``max_iter`` before reaching ``tol`` on some tasks."""
+    """A solver stopped at ``max_iter`` before reaching ``tol`` on some tasks.
+
+    Example:
+        Turn it into an error in a run that must not go on with approximate solutions:
+
+        >>> import warnings
+        >>> warnings.simplefilter("error", ConvergenceWarning)  # doctest: +SKIP
+    """
 
 
 @dataclass
@@ -40,6 +47,14 @@ class SolverInfo:
             the optimal face; for the lasso, the active features are no more than the samples (a unique
             solution). Where False the gradient is finite and of the right order but approximate
             (``None``: the backend does not say).
+
+    Example:
+        >>> from metasparse.heads import GroupLassoSVMHead
+        >>> head = GroupLassoSVMHead(lambda1_ratio=0.5)
+        >>> _ = head.solve(torch.randn(2, 10, 16), torch.arange(5).repeat(2).expand(2, 10), 5)
+        >>> info = head.last_info
+        >>> bool(info.converged.all()), info.sparsity.shape, info.solver
+        (True, torch.Size([2]), 'native')
     """
 
     iterations: torch.Tensor
