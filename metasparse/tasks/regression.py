@@ -340,6 +340,10 @@ class RegressionBatch(NamedTuple):
     them, best once per batch on the model's device); ``latents`` float64 (B, n, k); ``targets``
     float32 (B, n); ``weights`` float64 (B, k); ``indices`` int64 (B, n). The first ``shots`` samples are
     the support, the rest the query.
+
+    Example:
+        >>> batch = sampler.batch(step)                    # from a RegressionTaskSampler  # doctest: +SKIP
+        >>> support, query = batch.images[:, :25], batch.images[:, 25:]                  # doctest: +SKIP
     """
 
     images: torch.Tensor

@@ -347,6 +347,10 @@ def evaluate_encoder(encoder: torch.nn.Module, latents: FactorLatents, config: D
     Returns:
         `score_representation`'s metrics, the same with an ``_ica`` suffix, ``"eval_images"`` and
         ``"ica_converged"``.
+
+    Example:
+        >>> scores = evaluate_encoder(trainer.encoder, latents, config)  # doctest: +SKIP
+        >>> scores["mcc"], scores["r"]                                   # doctest: +SKIP
     """
     decomposition = require("sklearn.decomposition")
     convergence_warning = require("sklearn.exceptions").ConvergenceWarning

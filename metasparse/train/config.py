@@ -21,7 +21,16 @@ ConfigT = TypeVar("ConfigT")
 
 
 def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
-    """A config field with its help text (and allowed values), for `add_config_arguments`."""
+    """A config field with its help text (and allowed values), for `add_config_arguments`.
+
+    Example:
+        >>> import dataclasses
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Config:
+        ...     lr: float = option(0.1, "learning rate")
+        >>> dataclasses.fields(Config)[0].metadata["help"]
+        'learning rate'
+    """
     metadata = {"help": help, "choices": choices}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple for sequence defaults")
@@ -47,6 +56,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
 
     Flags default to ``None`` (meaning: not given), so `config_from_args` can tell an explicit flag from
     a default; the real default is printed in the help.
+
+    Example:
+        >>> from metasparse.train import FewShotConfig
+        >>> parser = argparse.ArgumentParser()
+        >>> add_config_arguments(parser, FewShotConfig)
+        >>> "--lambda1-ratio" in parser.format_help()
+        True
     """
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
                         help="JSON file of settings (e.g. a run's config.json); flags given here override it")
@@ -85,6 +101,13 @@ def config_from_args(config_class: type[ConfigT], args: argparse.Namespace) -> C
 
     Raises:
         ValueError: For a missing or malformed file, or a key the config does not have (named).
+
+    Example:
+        >>> from metasparse.train import FewShotConfig
+        >>> parser = argparse.ArgumentParser()
+        >>> add_config_arguments(parser, FewShotConfig)
+        >>> config_from_args(FewShotConfig, parser.parse_args(["--head", "svm", "--steps", "10"])).steps
+        10
     """
     names = {field.name for field in dataclasses.fields(config_class)}
     values: dict[str, Any] = {}

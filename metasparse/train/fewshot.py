@@ -51,7 +51,13 @@ HEADS = ("group-lasso", "svm", "ridge", "protonet")
 
 @dataclass(frozen=True)
 class FewShotConfig:
-    """Everything a few-shot run depends on; saved as the run's ``config.json``."""
+    """Everything a few-shot run depends on; saved as the run's ``config.json``.
+
+    Example:
+        >>> config = FewShotConfig(head="svm", steps=100)
+        >>> config.lr_multiplier(0), config.lr_multiplier(50), config.to_dict()["lr_milestones"][0]
+        (1.0, 0.06, 0.333...)
+    """
 
     dataset: str = option("shapes3d-fs", "few-shot benchmark (see metasparse.data.BENCHMARKS)")
     data_root: str | None = option(None, "folder holding the benchmark's files (not needed for shapes3d-fs)")
@@ -133,7 +139,12 @@ class FewShotConfig:
 
 
 def make_head(config: FewShotConfig) -> EpisodicHead:
-    """The head ``config.head`` with the config's regularisation and solver settings."""
+    """The head ``config.head`` with the config's regularisation and solver settings.
+
+    Example:
+        >>> make_head(FewShotConfig(head="ridge"))
+        RidgeHead(lam=50.0)
+    """
     if config.head == "group-lasso":
         return GroupLassoSVMHead(lambda1_ratio=config.lambda1_ratio, lambda2=config.lambda2,
                                  dual_reg=config.dual_reg, max_iter=config.head_max_iter, tol=config.head_tol)
@@ -195,6 +206,10 @@ def evaluate_episodes(backbone: nn.Module, head: EpisodicHead, sampler: EpisodeS
     Returns:
         ``{"accuracy", "ci95", "loss", "features_used", "episodes", "seconds"}``; ``features_used`` is
         the mean fraction of features each task's weights use (1 for dense heads).
+
+    Example:
+        >>> sampler = EpisodeSampler(taskset, batch_size=8, n_way=5, n_shot=5, seed=1)   # doctest: +SKIP
+        >>> scores = evaluate_episodes(backbone, head, sampler, 1000, torch.device("cpu"))  # doctest: +SKIP
     """
     rank, world = rank_and_world_size()
     was_training = backbone.training
@@ -250,6 +265,10 @@ class FewShotTrainer:
         backbone, head: The models.
         feature_dim: Features per image.
         device: Where the models run.
+
+    Example:
+        >>> trainer = FewShotTrainer(FewShotConfig(image_size=32, hidden_size=32))  # doctest: +SKIP
+        >>> trainer.feature_dim, trainer.train_step(0)["loss"]                       # doctest: +SKIP
     """
 
     def __init__(self, config: FewShotConfig) -> None:
@@ -383,6 +402,10 @@ def evaluate_checkpoint(checkpoint: str | Path, shots: tuple[int, ...] = (1, 5),
     Returns:
         ``{"<n>-shot": {"accuracy", "ci95", "loss", "features_used", "episodes", "seconds"}}``, accuracy in
         percent over ``config.n_way``-way episodes.
+
+    Example:
+        >>> results = evaluate_checkpoint("runs/gl", shots=(1, 5), episodes=1000)  # doctest: +SKIP
+        >>> results["5-shot"]["accuracy"], results["5-shot"]["ci95"]             # doctest: +SKIP
     """
     from metasparse.data import benchmark_dataset
     from metasparse.train.run import load_checkpoint
@@ -419,6 +442,10 @@ def train_and_evaluate(config: FewShotConfig, run_dir: str | Path, shots: tuple[
         ``{"summary": run summary, "evaluation": evaluate_checkpoint's result, "train_seconds",
         "eval_seconds", "step_times": mean seconds per step of data, backbone and head}``. The times are
         this call's (0 for work read back) except ``step_times``, from the run's log.
+
+    Example:
+        >>> result = train_and_evaluate(FewShotConfig(steps=300), "runs/gl")  # doctest: +SKIP
+        >>> result["evaluation"]["1-shot"]["accuracy"], result["step_times"]  # doctest: +SKIP
     """
     import json
 

@@ -41,7 +41,19 @@ _FORMAT = 1
 
 
 class Trainer(Protocol):
-    """What `run_training` drives: one optimisation step at a time, validation, and a state to save."""
+    """What `run_training` drives: one optimisation step at a time, validation, and a state to save.
+
+    Example:
+        See `metasparse.train.FewShotTrainer` and `metasparse.train.BilevelTrainer`; any object with
+        these four methods works:
+
+        >>> class Counter:
+        ...     def __init__(self): self.count = 0
+        ...     def train_step(self, step): self.count += 1; return {"loss": 1.0 / self.count}
+        ...     def validate(self): return {"loss": 1.0 / self.count}
+        ...     def state_dict(self): return {"count": self.count}
+        ...     def load_state_dict(self, state): self.count = state["count"]
+    """
 
     def train_step(self, step: int) -> Mapping[str, float]:
         """Take optimisation step ``step`` (0-based); return its metrics, e.g. ``{"loss": ...}``."""
@@ -70,6 +82,12 @@ class RunOptions:
             error, so a typo never overwrites results.
         progress: Show a tqdm bar (rank 0 only).
         progress_keys: Training metrics shown on the bar.
+
+    Example:
+        >>> options = RunOptions("runs/a", steps=1000, validate_every=100, best_metric="accuracy",
+        ...                      best_mode="max")
+        >>> options.out_dir
+        PosixPath('runs/a')
     """
 
     out_dir: Path
@@ -92,7 +110,12 @@ class RunOptions:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; other names as torch reads them."""
+    """``"auto"`` -> CUDA when available, else the CPU; other names as torch reads them.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -110,6 +133,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: Naming the path, when there is no checkpoint there.
+
+    Example:
+        >>> checkpoint = load_checkpoint("runs/gl")          # its best.pt  # doctest: +SKIP
+        >>> checkpoint["step"], checkpoint["best"]["accuracy"]              # doctest: +SKIP
     """
     path = Path(path)
     if path.is_dir():
@@ -124,7 +151,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of a run's ``metrics.jsonl``, in order."""
+    """The records of a run's ``metrics.jsonl``, in order.
+
+    Example:
+        >>> losses = [r["loss"] for r in read_metrics("runs/gl") if r["split"] == "train"]  # doctest: +SKIP
+    """
     path = Path(out_dir) / METRICS_FILE
     if not path.is_file():
         return []
