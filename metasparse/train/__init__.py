@@ -2,7 +2,7 @@
 ``torchrun`` data parallelism) under the episodic few-shot trainer and the bilevel regression trainer."""
 
 from metasparse.train.bilevel import BilevelTrainer, DisentangleConfig, evaluate_encoder, score_representation
-from metasparse.train.config import add_config_arguments, config_from_args, option
+from metasparse.train.config import add_config_arguments, config_from_args, config_from_dict, option
 from metasparse.train.fewshot import (
     HEADS,
     FewShotConfig,
@@ -25,6 +25,7 @@ __all__ = [
     "Trainer",
     "add_config_arguments",
     "config_from_args",
+    "config_from_dict",
     "evaluate_checkpoint",
     "evaluate_encoder",
     "evaluate_episodes",

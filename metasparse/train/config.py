@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["add_config_arguments", "config_from_args", "option"]
+__all__ = ["add_config_arguments", "config_from_args", "config_from_dict", "option"]
 
 ConfigT = TypeVar("ConfigT")
 
@@ -118,8 +118,17 @@ def config_from_args(config_class: type[ConfigT], args: argparse.Namespace) -> C
             raise ValueError(f"--config: unknown settings {unknown} in {args.config}; known: {sorted(names)}")
         values.update(from_file)
     values.update({name: getattr(args, name) for name in names if getattr(args, name, None) is not None})
+    return config_from_dict(config_class, values)
+
+
+def config_from_dict(config_class: type[ConfigT], values: dict[str, Any]) -> ConfigT:
+    """Build ``config_class`` from JSON values (e.g. a run's ``config.json``): lists become tuples.
+
+    Example:
+        >>> from metasparse.train import FewShotConfig
+        >>> config_from_dict(FewShotConfig, {"lr_milestones": [0.5], "lr_factors": [0.1]}).lr_milestones
+        (0.5,)
+    """
     hints = typing.get_type_hints(config_class)
-    for name, value in values.items():
-        if isinstance(value, list) and _base_type(hints[name])[1]:
-            values[name] = tuple(value)
-    return config_class(**values)
+    return config_class(**{name: tuple(value) if isinstance(value, list) and _base_type(hints[name])[1]
+                           else value for name, value in values.items()})

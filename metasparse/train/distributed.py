@@ -26,23 +26,21 @@ def rank_and_world_size() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed(device: torch.device) -> bool:
+def init_distributed(device: torch.device) -> torch.device:
     """Join the process group that ``torchrun`` describes in the environment, if it describes one.
 
     Args:
-        device: The device this rank trains on: gloo is used for the CPU, nccl for CUDA (each rank then
-            uses GPU ``LOCAL_RANK``).
+        device: The kind of device to train on: gloo is used for the CPU, nccl for CUDA.
 
     Returns:
-        ``True`` when the process is one of several ranks.
+        This rank's device: ``cuda:LOCAL_RANK`` for a CUDA rank of a ``torchrun`` job, else ``device``.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return dist.is_initialized()
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
-    return True
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda" and dist.is_initialized():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def shard(count: int) -> range:

@@ -31,7 +31,7 @@ from metasparse.heads.base import EpisodicHead
 from metasparse.metrics.fewshot import episode_accuracy
 from metasparse.models import BACKBONES, build_backbone, feature_size
 from metasparse.tasks import Episode, EpisodeSampler, classification_taskset, seed_everything
-from metasparse.train.config import option
+from metasparse.train.config import config_from_dict, option
 from metasparse.train.distributed import (
     all_reduce_gradients,
     all_reduce_mean,
@@ -275,12 +275,8 @@ class FewShotTrainer:
         from metasparse.data import benchmark_dataset, benchmark_info
 
         self.config = config
-        self.device = resolve_device(config.device)
-        distributed = init_distributed(self.device)
-        if self.device.type == "cuda" and distributed:
-            import os
-
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = init_distributed(resolve_device(config.device))
+        distributed = rank_and_world_size()[1] > 1
         seed_everything(config.seed)
         common = {"data_root": config.data_root, "download": config.download, "image_size": config.image_size}
         augment = config.augment and benchmark_info(config.dataset).augmentable
@@ -292,9 +288,8 @@ class FewShotTrainer:
         self.val_sampler = EpisodeSampler(
             _taskset(val_set, config.n_way, config.val_shot, config.val_query),
             config.episodes_per_batch, config.n_way, config.val_shot, seed=config.seed + 1)
-        image_shape = tuple(val_set[0][0].shape)
-        backbone = _backbone(config, image_shape)
-        self.feature_dim = feature_size(backbone, image_shape)
+        backbone = _backbone(config)
+        self.feature_dim = feature_size(backbone, _image_shape(config))
         backbone = backbone.to(self.device)
         self.backbone = sync_batch_norm(backbone, self.device) if distributed else backbone
         self.head = make_head(config).to(self.device)
@@ -373,10 +368,16 @@ def _forward_counts(module: nn.Module) -> dict[str, int]:
             if type(getattr(child, "num_batches_tracked", None)) is int}
 
 
-def _backbone(config: FewShotConfig, image_shape: tuple[int, ...]) -> nn.Module:
+def _image_shape(config: FewShotConfig) -> tuple[int, int, int]:
+    from metasparse.data import image_shape
+
+    return image_shape(config.dataset, config.image_size)
+
+
+def _backbone(config: FewShotConfig) -> nn.Module:
     options = ({"hidden_size": config.hidden_size} if config.backbone == "cnn4"
                else {"dropblock_size": config.dropblock_size})
-    return build_backbone(config.backbone, channels=image_shape[0], **options)
+    return build_backbone(config.backbone, channels=_image_shape(config)[0], **options)
 
 
 def _taskset(dataset: Any, n_way: int, n_shot: int, n_query: int) -> Any:
@@ -414,12 +415,11 @@ def evaluate_checkpoint(checkpoint: str | Path, shots: tuple[int, ...] = (1, 5),
     values = dict(saved["config"])
     values.update({key: value for key, value in (("device", device), ("data_root", data_root))
                    if value is not None})
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
-    config = FewShotConfig(**values)
+    config = config_from_dict(FewShotConfig, values)
     target = resolve_device(config.device)
     dataset = benchmark_dataset(config.dataset, split, data_root=config.data_root, download=False,
                                 image_size=config.image_size)
-    backbone = _backbone(config, tuple(dataset[0][0].shape))
+    backbone = _backbone(config)
     backbone.load_state_dict(saved["trainer"]["backbone"])
     head = make_head(config)
     head.load_state_dict(saved["trainer"]["head"])
