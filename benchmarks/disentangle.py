@@ -14,6 +14,9 @@ swept, jitter 1, noise ratio 0.1, non-empty Bernoulli(0.5) supports):
   480,000 images, FastICA on 250,000; rho in {0, 0.5, 0.8, 0.9, 0.95, 0.99}, seeds 0, 1, 2; blocks 2, 3, 6.
 * ``reduced`` (the 2-core CPU build machine): 500 steps, validation on 64 tasks every 100 steps,
   evaluation on a uniform sample of 20,000 images, FastICA on 20,000; rho = 0.9, seed 0; block 2.
+* ``long`` (the same CPU, one run per core, over one or more sittings): the paper's 20,000 steps with
+  validation on 256 tasks every 1,000 steps and the reduced budget's evaluation; rho = 0.9, seed 0;
+  block 2.
 
 Example:
     From a clone of the repository::
@@ -48,6 +51,10 @@ BUDGETS: dict[str, dict[str, Any]] = {
                            "eval_samples": 20_000, "ica_samples": 20_000},
                 "correlation": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(0,)),
                 "support": SweepGrid(rhos=(0.9,), block_sizes=(2,), methods=("lasso",), seeds=(0,))},
+    "long": {"config": {"steps": 20_000, "validate_every": 1000, "val_tasks": 256, "probe_samples": 2048,
+                        "eval_samples": 20_000, "ica_samples": 20_000},
+             "correlation": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(0,)),
+             "support": SweepGrid(rhos=(0.9,), block_sizes=(2,), methods=("lasso",), seeds=(0,))},
 }
 
 

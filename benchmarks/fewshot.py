@@ -38,7 +38,7 @@ from metasparse.train import FewShotConfig, train_and_evaluate
 __all__ = ["RESULTS_DIR", "head_specs", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "fewshot"
-RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
+RATIOS = (0.1, 0.12, 0.15, 0.2, 0.3, 0.5, 0.7, 0.9)
 
 
 def head_specs(ratios: tuple[float, ...]) -> dict[str, dict[str, object]]:
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="cnn4", help="cnn4 or resnet12 (default: cnn4)")
     parser.add_argument("--image-size", type=int, default=32, help="(default: 32; 0 = the dataset's own)")
     parser.add_argument("--hidden-size", type=int, default=32, help="cnn4 channels (default: 32)")
+    parser.add_argument("--class-factors", nargs="+", default=None,
+                        help="shapes3d-fs factors that make a class (default: shape object_hue scale)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per head (default: 300)")
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes per shot (default: 1000)")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS),
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.episodes, args.ratios = 30, 50, [0.3, 0.7]
     base = FewShotConfig(dataset=args.dataset, data_root=args.data_root, backbone=args.backbone,
                          image_size=args.image_size or None, hidden_size=args.hidden_size, train_shot=5,
+                         class_factors=tuple(args.class_factors) if args.class_factors else None,
                          steps=args.steps, validate_every=max(args.steps // 3, 1), val_episodes=200,
                          device=args.device)
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,

@@ -18,6 +18,7 @@ from PIL import Image
 
 from metasparse.data import (
     BENCHMARKS,
+    FACTOR_NAMES,
     Shapes3DFewShot,
     benchmark_dataset,
     benchmark_info,
@@ -25,6 +26,7 @@ from metasparse.data import (
     metaoptnet_augmentation,
     metaoptnet_normalization,
 )
+from metasparse.data.factors import flat_to_factor_indices
 
 l2l = pytest.importorskip("learn2learn")
 import torchvision  # noqa: E402  (learn2learn imports it anyway)
@@ -479,3 +481,19 @@ def test_shapes3d_data_root_without_the_file_renders_and_a_missing_file_is_an_er
     assert benchmark_dataset("shapes3d-fs", "validation", data_root=tmp_path).few_shot.source.path is None
     with pytest.raises(FileNotFoundError, match=r"3dshapes\.h5"):
         benchmark_dataset("shapes3d-fs", "validation", data_root=tmp_path / "3dshapes.h5")
+
+
+def test_shapes3d_class_factors_define_the_classes_and_are_refused_elsewhere() -> None:
+    dataset = benchmark_dataset("shapes3d-fs", "train", image_size=16, class_factors=("scale", "orientation"))
+    assert dataset.few_shot.class_factors == ("scale", "orientation")
+    assert dataset.num_classes == round(0.6 * 8 * 15)
+    factors = flat_to_factor_indices(dataset.few_shot.flat_indices[dataset.labels_to_indices[0]])
+    scale, orientation = FACTOR_NAMES.index("scale"), FACTOR_NAMES.index("orientation")
+    assert len(set(factors[:, scale].tolist())) == 1 and len(set(factors[:, orientation].tolist())) == 1
+    assert len(set(factors[:, FACTOR_NAMES.index("shape")].tolist())) > 1  # shape varies within a class
+    default = benchmark_dataset("shapes3d-fs", "train", image_size=16)
+    assert default.few_shot.class_factors == ("shape", "object_hue", "scale")
+    with pytest.raises(ValueError, match="class_factors"):
+        benchmark_dataset("shapes3d-fs", "train", class_factors=("colour",))
+    with pytest.raises(ValueError, match="class_factors is a shapes3d-fs option"):
+        benchmark_dataset("cifarfs", "train", data_root="/no/such/root", class_factors=("shape",))

@@ -152,3 +152,22 @@ def test_the_demo_trains_both_heads_and_prints_their_comparison(tmp_path, capsys
     assert run_demo(tmp_path, steps=2, episodes=4, progress=False) == 0
     again = json.loads((tmp_path / "demo.json").read_text())
     assert all(again[head]["evaluation"] == report[head]["evaluation"] for head in DEMO_HEADS)
+
+
+def test_class_factors_make_the_classes_of_training_and_evaluation(tmp_path, monkeypatch):
+    import metasparse.data as data
+
+    seen = []
+    original = data.benchmark_dataset
+    monkeypatch.setattr(data, "benchmark_dataset", lambda *args, **kwargs: seen.append(
+        (args[1], kwargs.get("class_factors"))) or original(*args, **kwargs))
+    config = FewShotConfig(image_size=16, hidden_size=8, n_way=3, train_shot=2, train_query=2,
+                           episodes_per_batch=2, val_shot=2, val_query=2, val_episodes=4, steps=2,
+                           validate_every=2, device="cpu", class_factors=("scale", "orientation"))
+    from metasparse.train import train_and_evaluate
+
+    result = train_and_evaluate(config, tmp_path / "run", shots=(1,), episodes=4, progress=False)
+    assert seen == [(split, ("scale", "orientation")) for split in ("train", "validation", "test")]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["class_factors"] == ["scale", "orientation"]
+    assert 0 <= result["evaluation"]["1-shot"]["accuracy"] <= 100

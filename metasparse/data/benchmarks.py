@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 
 from metasparse.data.benchmark_files import LAYOUTS, read_benchmark
 from metasparse.data.factors import _as_indices
-from metasparse.data.fewshot import SPLITS, Shapes3DFewShot
+from metasparse.data.fewshot import DEFAULT_CLASS_FACTORS, SPLITS, Shapes3DFewShot
 from metasparse.data.render import IMAGE_SIZE as SHAPES3D_IMAGE_SIZE
 from metasparse.data.shapes3d import Shapes3D, _item_index
 from metasparse.data.transforms import (
@@ -352,6 +352,7 @@ class Shapes3DSplit(FewShotSplit):
         source: The 3D Shapes images; ``None`` uses the procedural renderer.
         image_size: Side of the returned images, at most 64 (area averaging: 32 averages 2x2 blocks).
         seed: Seed of the class split.
+        class_factors: Factors whose combination is a class (`Shapes3DFewShot`).
 
     Attributes:
         few_shot: The wrapped `Shapes3DFewShot` (its class factors, class ids and flat indices).
@@ -364,9 +365,9 @@ class Shapes3DSplit(FewShotSplit):
     """
 
     def __init__(self, split: str, source: Shapes3D | None = None, image_size: int = SHAPES3D_IMAGE_SIZE,
-                 seed: int = 0) -> None:
+                 seed: int = 0, class_factors: tuple[str, ...] = DEFAULT_CLASS_FACTORS) -> None:
         image_size = _checked_image_size(image_size, _INFO["shapes3d-fs"])
-        self.few_shot = Shapes3DFewShot(split, source=source, seed=seed)
+        self.few_shot = Shapes3DFewShot(split, source=source, seed=seed, class_factors=class_factors)
         self.image_size = image_size
         super().__init__("shapes3d-fs", split, self.few_shot.labels, (3, image_size, image_size),
                          self.few_shot.labels_to_indices)
@@ -426,8 +427,8 @@ def _metaoptnet_transform(info: BenchmarkInfo, split: str, augment: bool,
 
 
 def benchmark_dataset(name: str, split: str, data_root: str | os.PathLike | None = None,
-                      download: bool = False, augment: bool = False,
-                      image_size: int | None = None) -> FewShotSplit:
+                      download: bool = False, augment: bool = False, image_size: int | None = None,
+                      class_factors: tuple[str, ...] | None = None) -> FewShotSplit:
     """One split of a named few-shot benchmark, as ``(image, label)`` items with ``labels_to_indices``.
 
     Args:
@@ -442,6 +443,8 @@ def benchmark_dataset(name: str, split: str, data_root: str | os.PathLike | None
             jitter would change the hues its classes are made of) and omniglot (its classes are already
             turned drawings).
         image_size: Side of the returned images; ``None`` keeps the benchmark's (`BenchmarkInfo`).
+        class_factors: ``shapes3d-fs`` only: the factors whose combination is a class (names of
+            `metasparse.data.FACTOR_NAMES`); ``None`` means ``("shape", "object_hue", "scale")``.
 
     Returns:
         A `FewShotSplit`: items ``(float32 (C, H, W) image, int label in [0, num_classes))``, with
@@ -465,8 +468,12 @@ def benchmark_dataset(name: str, split: str, data_root: str | os.PathLike | None
         raise ValueError(f"augment=True is not available for {name}: MetaOptNet's augmentation is for its "
                          f"natural-image benchmarks {tuple(METAOPTNET_MEAN_STD)} (colour jitter changes the "
                          "hues that make shapes3d-fs classes; Omniglot's classes are already its turns)")
+    if class_factors is not None and name != "shapes3d-fs":
+        raise ValueError(f"class_factors is a shapes3d-fs option; {name}'s classes are fixed, "
+                         f"got {class_factors}")
     if name == "shapes3d-fs":
-        return Shapes3DSplit(split, source=_shapes3d_source(data_root), image_size=size)
+        factors = DEFAULT_CLASS_FACTORS if class_factors is None else tuple(class_factors)
+        return Shapes3DSplit(split, _shapes3d_source(data_root), image_size=size, class_factors=factors)
     source = read_benchmark(name, DEFAULT_DATA_ROOT if data_root is None else data_root, split, download)
     classes = source.labels[source.order]
     if name == "omniglot":

@@ -63,6 +63,8 @@ class FewShotConfig:
     data_root: str | None = option(None, "folder holding the benchmark's files (not needed for shapes3d-fs)")
     download: bool = option(False, "let learn2learn download a missing benchmark into --data-root")
     image_size: int | None = option(None, "resize images to this size (None: the dataset's own)")
+    class_factors: tuple[str, ...] | None = option(None, "shapes3d-fs: the factors whose combination is a "
+                                                   "class (None: shape object_hue scale)")
     augment: bool = option(True, "MetaOptNet's augmentation of training images (its four natural-image "
                            "benchmarks only)")
     backbone: str = option("cnn4", "backbone", BACKBONES)
@@ -278,7 +280,8 @@ class FewShotTrainer:
         self.device = init_distributed(resolve_device(config.device))
         distributed = rank_and_world_size()[1] > 1
         seed_everything(config.seed)
-        common = {"data_root": config.data_root, "download": config.download, "image_size": config.image_size}
+        common = {"data_root": config.data_root, "download": config.download, "image_size": config.image_size,
+                  "class_factors": config.class_factors}
         augment = config.augment and benchmark_info(config.dataset).augmentable
         train_set = benchmark_dataset(config.dataset, "train", augment=augment, **common)
         val_set = benchmark_dataset(config.dataset, "validation", **common)
@@ -418,7 +421,7 @@ def evaluate_checkpoint(checkpoint: str | Path, shots: tuple[int, ...] = (1, 5),
     config = config_from_dict(FewShotConfig, values)
     target = resolve_device(config.device)
     dataset = benchmark_dataset(config.dataset, split, data_root=config.data_root, download=False,
-                                image_size=config.image_size)
+                                image_size=config.image_size, class_factors=config.class_factors)
     backbone = _backbone(config)
     backbone.load_state_dict(saved["trainer"]["backbone"])
     head = make_head(config)
