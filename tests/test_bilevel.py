@@ -140,6 +140,7 @@ def test_sweep_cli_shards_skips_finished_runs_and_writes_results(tmp_path):
     records = json.loads((tmp_path / RESULTS_FILE).read_text())
     assert sorted(record["method"] for record in records) == ["inner-lasso", "inner-ridge", "inner-ridge+ICA"]
     assert (tmp_path / "correlation.png").stat().st_size > 0
+    assert (tmp_path / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="shard"):
         main(["disentangle", "sweep", *flags, "--shard", "2/2"])
 

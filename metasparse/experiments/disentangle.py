@@ -62,6 +62,7 @@ __all__ = [
     "plot_correlation",
     "plot_support_violation",
     "plot_traversal",
+    "plot_validation",
     "run",
     "run_name",
     "run_one",
@@ -242,6 +243,8 @@ def run_sweep(base: DisentangleConfig, grid: SweepGrid, out_dir: str | Path, sha
         run_one(config, run_dir, shared[key], progress=progress)
     records = collect_records(out_dir / "runs")
     _write_json(out_dir / RESULTS_FILE, records)
+    write_atomically(out_dir / "validation.png", lambda temporary: plot_validation(out_dir / "runs",
+                                                                                   temporary))
     if records:
         write_atomically(out_dir / "correlation.png", lambda temporary: plot_correlation(records, temporary))
         if grid.block_sizes:
@@ -283,6 +286,31 @@ def plot_correlation(records: list[dict[str, Any]], path: str | Path) -> None:
     axes[0].legend(fontsize=8)
     seeds = len({record["seed"] for record in records})
     figure.suptitle(f"3D Shapes disentanglement: mean ± std over {seeds} seed(s)", fontsize=10)
+    figure.savefig(path, dpi=120, format="png")
+
+
+def plot_validation(runs_dir: str | Path, path: str | Path) -> None:
+    """Validation MCC, R and outer loss against the training step, one line per run under ``runs_dir``.
+
+    The MCC and R are the validation probe's (``probe_samples`` fixed uniform images), so the curves show
+    how disentanglement grows during training, finished runs and runs still going alike.
+
+    Example:
+        >>> plot_validation("runs/sweep/runs", "validation.png")   # doctest: +SKIP
+    """
+    figure_module = require("matplotlib.figure")
+    figure = figure_module.Figure(figsize=(12, 3.6), layout="constrained")
+    axes = figure.subplots(1, 3)
+    for run_dir in sorted(path.parent for path in Path(runs_dir).glob("*/metrics.jsonl")):
+        records = [r for r in read_metrics(run_dir) if r["split"] == "validation" and "mcc" in r]
+        steps = [r["step"] for r in records]
+        for ax, metric in zip(axes, ("mcc", "r", "loss"), strict=True):
+            ax.plot(steps, [r[metric] for r in records], marker="o", markersize=3, label=run_dir.name)
+    for ax, label in zip(axes, ("probe MCC", "probe R", "validation outer loss"), strict=True):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     figure.savefig(path, dpi=120, format="png")
 
 
