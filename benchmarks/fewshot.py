@@ -9,7 +9,7 @@ features used) into ``--out``; the runs go in ``--out/runs/``. Every run and eva
 and finished ones are skipped, so a long benchmark continues across sittings: run the same command again.
 
 The default setting (``shapes3d-fs`` at 32x32, CNN4 of 32 channels = 128 features, 5-shot training,
-300 steps) keeps the whole benchmark within about 2 hours on a 2-core CPU (each run 2-5 minutes); the
+300 steps) keeps the whole benchmark within about 2 hours on a 2-core CPU (each run 3-8 minutes); the
 dense heads reach 96-99% there, so ``--class-factors scale orientation`` (classes that differ in scale
 and angle only, 91-96%) is the harder variant. Pass ``--dataset mini-imagenet --data-root DIR`` (and e.g.
 ``--backbone resnet12 --device cuda``) for a real benchmark.
