@@ -19,6 +19,7 @@ import torch
 from helpers import CLARABEL_TIGHT
 
 from metasparse.heads import GroupLassoSVMHead, LassoHead, ProtoNetHead, RidgeHead, SVMHead
+from metasparse.heads.validation import has_nonfinite
 from metasparse.solvers.cvxpy_problems import group_lasso_regression_problem, group_lasso_svm_problem
 
 CLASSIFIERS: dict[str, Callable[[], torch.nn.Module]] = {
@@ -160,6 +161,23 @@ def test_every_bad_regression_input_is_a_value_error_naming_its_argument(name):
             calls.append((f"{what} (fit_)", lambda f=features, t=targets: head.fit_(f, t), argument))
     head.fit_(_F, _T)
     assert _unnamed(calls) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_has_nonfinite_agrees_with_the_entrywise_check(dtype):
+    generator = torch.Generator().manual_seed(0)
+    finfo = torch.finfo(dtype)
+    cases = [torch.zeros(0, 3, dtype=dtype), torch.full((3, 70), finfo.max, dtype=dtype),
+             torch.full((2, 50), finfo.min, dtype=dtype), torch.full((4,), finfo.tiny / 2, dtype=dtype)]
+    for _ in range(40):
+        tensor = torch.randn(3, 37, 29, generator=generator).to(dtype)
+        for value in torch.tensor([NAN, INF, -INF], dtype=dtype)[torch.rand(3, generator=generator) < 0.4]:
+            tensor.view(-1)[torch.randint(tensor.numel(), (1,), generator=generator)] = value
+        cases.append(tensor)
+    for tensor in cases:
+        expected = not bool(torch.isfinite(tensor).all())
+        assert bool(has_nonfinite(tensor)) == expected
+    assert sum(not bool(torch.isfinite(t).all()) for t in cases) > 10  # both answers were exercised
 
 
 # --- edge inputs: legal, so answered; finite; right whenever reported converged ------------------------

@@ -21,6 +21,7 @@ __all__ = [
     "check_regression_support",
     "check_tol",
     "compute_dtype",
+    "has_nonfinite",
     "raise_first",
 ]
 
@@ -128,6 +129,23 @@ def raise_first(checks: dict[str, torch.Tensor]) -> None:
             raise ValueError(message)
 
 
+def has_nonfinite(tensor: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: whether ``tensor`` holds a NaN or an infinity.
+
+    One read-only pass (`torch.aminmax`, which propagates NaN, and whose results are infinite only when
+    an entry is), instead of the several passes and the temporary of ``~torch.isfinite(t).all()``: on
+    MetaOptNet-sized query features that check took a fifth of a head's step.
+
+    Example:
+        >>> has_nonfinite(torch.tensor([1.0, float("nan")])), has_nonfinite(torch.ones(3))
+        (tensor(True), tensor(False))
+    """
+    if tensor.numel() == 0:
+        return torch.zeros((), dtype=torch.bool, device=tensor.device)
+    low, high = torch.aminmax(tensor.detach())
+    return ~(torch.isfinite(low) & torch.isfinite(high))
+
+
 def _check_tensor(value: object, name: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -198,7 +216,7 @@ def check_classification_support(support: object, labels: object, n_way: object,
         f"support_labels must lie in [0, n_way={n_way})": ~in_range.all(),
         f"support_labels: every class in [0, n_way={n_way}) needs at least one support example":
             (counts == 0).any(),
-        "support must be finite (found NaN or inf)": ~torch.isfinite(support).all(),
+        "support must be finite (found NaN or inf)": has_nonfinite(support),
     }
     if n_shot is not None:
         message = f"n_shot={n_shot}: every class must have exactly n_shot examples in support_labels"
@@ -222,7 +240,7 @@ def check_query(query: object, support: torch.Tensor, unbatched: bool) -> torch.
     if query.shape[0] != support.shape[0] or query.shape[-1] != support.shape[-1]:
         raise ValueError(f"query of shape {tuple(query.shape)} does not match support of shape "
                          f"{tuple(support.shape)} (batch and feature dimensions must agree)")
-    raise_first({"query must be finite (found NaN or inf)": ~torch.isfinite(query).all()})
+    raise_first({"query must be finite (found NaN or inf)": has_nonfinite(query)})
     return query
 
 
@@ -249,6 +267,6 @@ def check_regression_support(features: object, targets: object) -> tuple[torch.T
                          f"{tuple(features.shape)}, got {tuple(targets.shape)}")
     if not batched:
         features, targets = features[None], targets[None]
-    raise_first({"features must be finite (found NaN or inf)": ~torch.isfinite(features).all(),
-                 "targets must be finite (found NaN or inf)": ~torch.isfinite(targets).all()})
+    raise_first({"features must be finite (found NaN or inf)": has_nonfinite(features),
+                 "targets must be finite (found NaN or inf)": has_nonfinite(targets)})
     return features, targets, layout

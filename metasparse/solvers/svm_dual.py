@@ -9,6 +9,7 @@ from metasparse.solvers.svm_face import dual_hessian, face_of, solve_on_face
 from metasparse.solvers.svm_objective import (
     SVMParameters,
     dual_from_kernel,
+    gap_from_gram,
     gap_of,
     per_task,
     without_group_lasso,
@@ -89,6 +90,8 @@ class DualProblem:
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
         """(B,) relative duality gap of this problem (its feature columns only) at alpha."""
+        if self.quadratic:
+            return gap_from_gram(self.parameters, self.gram, self.onehot, alpha)
         return gap_of(self.parameters, self.support, self.onehot, alpha)
 
     def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:

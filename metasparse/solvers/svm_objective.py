@@ -212,6 +212,28 @@ def gap_of(parameters: SVMParameters, support: torch.Tensor, onehot: torch.Tenso
     return relative_gap(primal, dual_from_weights(weights, alpha, onehot, p.lambda2, p.dual_reg), onehot)
 
 
+def gap_from_gram(parameters: SVMParameters, gram: torch.Tensor, onehot: torch.Tensor,
+                  alpha: torch.Tensor) -> torch.Tensor:
+    """`gap_of` for ``lambda1 = 0`` from the (B, n, n) Gram matrix ``X X^T``, with no product over the d
+    features: ``W = X^T (Y - alpha) / lambda2`` gives ``X W = G (Y - alpha) / lambda2`` and
+    ``lambda2^2 ||W||^2 = <Y - alpha, G (Y - alpha)>``.
+
+    Example:
+        >>> from metasparse.solvers import GroupLassoSVM
+        >>> X = torch.randn(1, 4, 30).double(); Y = torch.eye(2).double().repeat(1, 2, 1)
+        >>> a, svm = torch.full_like(Y, 0.5), GroupLassoSVM(0.0)
+        >>> bool(torch.allclose(gap_from_gram(svm, X @ X.mT, Y, a), gap_of(svm, X, Y, a)))
+        True
+    """
+    p = parameters
+    residual = onehot - alpha
+    correlated = gram @ residual
+    kernel = (residual * correlated).sum(dim=(1, 2))
+    hinge = _smoothed_hinge(correlated / p.lambda2, onehot, p.dual_reg / p.lambda2)
+    primal = hinge + kernel / (2 * p.lambda2)
+    return relative_gap(primal, dual_from_kernel(kernel, alpha, onehot, p.lambda2, p.dual_reg), onehot)
+
+
 def svm_zero_solution(onehot: torch.Tensor, lambda2: float, dual_reg: float) -> torch.Tensor:
     r"""(B, n, K) dual solution when $W = 0$ is optimal: $\alpha^0_i = \Pi_\Delta((1 - \lambda_2 /
     \mathrm{dual\_reg})\, e_{y_i})$, the minimiser of the dual without its kernel term.
