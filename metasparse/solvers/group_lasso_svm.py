@@ -19,6 +19,7 @@ import torch
 
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
 from metasparse.solvers.fista import FistaResult
+from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_face import feature_norms
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
@@ -35,7 +36,7 @@ from metasparse.solvers.svm_objective import (
     weights_from_dual_residual,
 )
 from metasparse.solvers.svm_polish import POLISH_SETTLED, polish_and_refine
-from metasparse.solvers.svm_working_set import first_order_solve
+from metasparse.solvers.svm_working_set import first_order_solve, solved_on_all_features
 
 __all__ = [
     "GroupLassoSVM",
@@ -145,15 +146,14 @@ class GroupLassoSVM:
             onehot: (B, n, K) one-hot labels.
             init: Optional (B, n, K) warm start; uniform ``1/K`` by default, as in the paper's code.
         """
-        alpha, info = self._solve_dual(support, onehot, init)
+        alpha, info = self._solve_dual(support.detach().double(), onehot.double(), init)
         info.residual, info.sparsity = info.residual.to(support.dtype), info.sparsity.to(support.dtype)
         return alpha.to(support.dtype), info
 
-    def _solve_dual(self, support: torch.Tensor, onehot: torch.Tensor,
+    def _solve_dual(self, x: torch.Tensor, y: torch.Tensor,
                     init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo]:
-        """As `solve_dual`, with the solution in float64 and diagnostics in float64."""
+        """As `solve_dual` on float64 ``x`` and ``y``, with the solution and diagnostics in float64."""
         with torch.no_grad():
-            x, y = support.detach().double(), onehot.double()
             batch = x.shape[0]
             zero = svm_zero_solution(y, self.lambda2, self.dual_reg)
             norms = feature_norms(x, y - zero)
@@ -162,11 +162,15 @@ class GroupLassoSVM:
             iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
             converged = closed_form & (self.tol is not None)
             residual = torch.zeros(batch, dtype=x.dtype, device=x.device)
-            if not bool(closed_form.all()):
+            if bool(closed_form.any()):
                 tasks = (~closed_form).nonzero()[:, 0]
-                start = (torch.full_like(y[tasks], 1.0 / y.shape[-1]) if init is None
+                x_open, y_open, solver = x[tasks], y[tasks], self._of_tasks(tasks)
+            else:  # every task: no copy of the features
+                tasks, x_open, y_open, solver = slice(None), x, y, self
+            if not bool(closed_form.all()):
+                start = (torch.full_like(y_open, 1.0 / y.shape[-1]) if init is None
                          else init.detach().double()[tasks])
-                result = self._of_tasks(tasks)._iterative_solve(x[tasks], y[tasks], start)
+                result = solver._iterative_solve(x_open, y_open, start)
                 alpha[tasks], iterations[tasks] = result.solution, result.iterations
                 converged[tasks], residual[tasks] = result.converged, result.residual
         info = SolverInfo(iterations, converged, residual, *row_sparsity(self._weights(x, y, alpha)),
@@ -178,9 +182,11 @@ class GroupLassoSVM:
     def _iterative_solve(self, support: torch.Tensor, onehot: torch.Tensor,
                          alpha: torch.Tensor) -> FistaResult:
         """First-order solve to ``tol`` (on a working set where that pays), then the Newton polish."""
-        result = first_order_solve(self, support, onehot, alpha, self.tol)
+        # solved on all features: one problem, so one Gram matrix, for the solve and the polish
+        full = DualProblem(self, support, onehot) if solved_on_all_features(self, support, self.tol) else None
+        result = first_order_solve(self, support, onehot, alpha, self.tol, full)
         if self.newton and self.tol is not None:
-            result = polish_and_refine(self, support, onehot, result)
+            result = polish_and_refine(self, support, onehot, result, full)
         return result
 
     def _weights(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -194,12 +200,12 @@ class GroupLassoSVM:
         returned weights (in their dtype) against the float64 dual solution, and ``info.converged`` holds
         only where that meets ``tol``: a float32 answer reported converged is converged in float32.
         """
-        exact, info = self._solve_dual(support, onehot, init)
+        x, y = support.detach().double(), onehot.double()
+        exact, info = self._solve_dual(x, y, init)
         dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
         weights = weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
         if support.dtype != torch.float64:
             with torch.no_grad():
-                x, y = support.detach().double(), onehot.double()
                 returned = weights.detach().double()
                 primal = svm_primal_objective(returned, x, y, self.lambda1, self.lambda2, self.dual_reg)
                 dual = svm_dual_objective(exact, x, y, self.lambda1, self.lambda2, self.dual_reg)

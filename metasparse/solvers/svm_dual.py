@@ -42,8 +42,7 @@ class DualProblem:
 
     def __init__(self, parameters: SVMParameters, support: torch.Tensor, onehot: torch.Tensor) -> None:
         self.parameters, self.support, self.onehot = parameters, support, onehot
-        self.support_t = support.transpose(1, 2).contiguous()
-        self.gram = support @ self.support_t
+        self.gram = support @ support.mT
         lambda2, dual_reg = parameters.lambda2, parameters.dual_reg
         self.lipschitz = (torch.linalg.eigvalsh(self.gram)[..., -1] + dual_reg) / lambda2
         # grad D = (dual_reg alpha - K(alpha)) / lambda2 + (1 - dual_reg / lambda2) Y, with
@@ -53,7 +52,8 @@ class DualProblem:
         self.quadratic = without_group_lasso(parameters.lambda1)
         if self.quadratic:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
             self.offset = self.offset - self.gram @ onehot / lambda2
-        else:
+        else:  # the correlations X^T (.) of every iteration read a contiguous X^T
+            self.support_t = support.transpose(1, 2).contiguous()
             self.correlation_y = self.support_t @ onehot
 
     def _stacked(self, tensor: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

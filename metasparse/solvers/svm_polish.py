@@ -37,24 +37,24 @@ REFINE_ROUNDS = 2
 
 
 def polish_and_refine(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
-                      result: FistaResult) -> FistaResult:
+                      result: FistaResult, full: DualProblem | None = None) -> FistaResult:
     """Newton-polish the converged tasks; where that does not settle, solve further and polish again.
 
     Newton steps from a point at ``tol`` settle on the optimal face (gap at rounding level) unless
     that point is too far from it: with features close to their threshold (many, for ReLU features
     at 15 shots) the face is often only found from a gap ~1e-6. Such tasks are solved further by
     FISTA to ``tol`` x 1e-2, then 1e-4, and polished again; ``iterations`` and ``converged`` keep
-    describing the solve at ``tol``.
+    describing the solve at ``tol``. ``full``: as in `first_order_solve`.
     """
-    polished = polish(solver, support, onehot, result, result.converged)
+    polished = polish(solver, support, onehot, result, result.converged, full)
     tol = solver.tol
     for _ in range(REFINE_ROUNDS):
         unsettled = result.converged & (polished.residual > POLISH_SETTLED)
         if not bool(unsettled.any()):
             break
         tol *= REFINE_FACTOR
-        refined = first_order_solve(solver, support, onehot, polished.solution, tol)
-        refined = polish(solver, support, onehot, refined, unsettled)
+        refined = first_order_solve(solver, support, onehot, polished.solution, tol, full)
+        refined = polish(solver, support, onehot, refined, unsettled, full)
         better = unsettled & (refined.residual < polished.residual)
         polished = polished._replace(
             solution=torch.where(better[:, None, None], refined.solution, polished.solution),
@@ -63,21 +63,23 @@ def polish_and_refine(solver: GroupLassoSVM, support: torch.Tensor, onehot: torc
 
 
 def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, result: FistaResult,
-           tasks: torch.Tensor) -> FistaResult:
+           tasks: torch.Tensor, full: DualProblem | None = None) -> FistaResult:
     """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap.
 
     Each step lowers D, but the primal objective at W(alpha), and so the gap, can rise on the way
     before the steps settle on the optimal face; a task whose final gap is not lower keeps its
     starting point. With ``lambda1 > 0`` the steps see only the features within a factor
     ``POLISH_FEATURE_MARGIN`` of their threshold; the final gap is that of the full problem.
+    ``full``: as in `first_order_solve`.
     """
     alpha, residual = result.solution, result.residual
-    features = support
     if not without_group_lasso(solver.lambda1) and support.shape[-1] > WORKING_SET_MIN:
         scores = feature_norms(support, onehot - alpha)
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
         features, _ = select_features(support, scores, max(size, WORKING_SET_MIN))
-    problem = DualProblem(solver, features, onehot)
+        problem = DualProblem(solver, features, onehot)
+    else:
+        problem = full = full if full is not None else DualProblem(solver, support, onehot)
     pending = tasks & (residual > POLISH_GAP_FLOOR)
     for _ in range(POLISH_STEPS):
         if not bool(pending.any()):
@@ -86,7 +88,7 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
         pending &= (moved != alpha).flatten(1).any(dim=1)
         alpha = moved
         pending &= problem.gap(alpha) > POLISH_GAP_FLOOR
-    polished = gap_of(solver, support, onehot, alpha)
+    polished = full.gap(alpha) if full is not None else gap_of(solver, support, onehot, alpha)
     better = polished < residual
     return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
                            residual=torch.where(better, polished, residual))

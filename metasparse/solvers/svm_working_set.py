@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
 
 __all__ = ["NEWTON_FROM", "NEWTON_STEPS", "WORKING_SET_FIRST_TOL", "WORKING_SET_GROWTH", "WORKING_SET_MIN",
-           "first_order_solve", "fista_on", "newton_on"]
+           "first_order_solve", "fista_on", "newton_on", "solved_on_all_features"]
 
 WORKING_SET_MIN = 64
 """Smallest working set of features; below it the full problem is solved directly."""
@@ -35,11 +35,18 @@ NEWTON_STEPS = 20
 """... at most this many in a row (then FISTA again)."""
 
 
+def solved_on_all_features(solver: GroupLassoSVM, support: torch.Tensor, tol: float | None) -> bool:
+    """Whether the dual is solved on all of ``support``'s features, not on a working set."""
+    return without_group_lasso(solver.lambda1) or tol is None or support.shape[-1] <= WORKING_SET_MIN
+
+
 def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
-                      alpha: torch.Tensor, tol: float | None) -> FistaResult:
-    """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays."""
-    if without_group_lasso(solver.lambda1) or tol is None or support.shape[-1] <= WORKING_SET_MIN:
-        return fista_on(solver, DualProblem(solver, support, onehot), alpha, solver.max_iter, tol)
+                      alpha: torch.Tensor, tol: float | None, full: DualProblem | None = None) -> FistaResult:
+    """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays; ``full`` is the
+    problem on all of ``support`` when the caller has built it (its Gram matrix is then reused)."""
+    if solved_on_all_features(solver, support, tol):
+        problem = full if full is not None else DualProblem(solver, support, onehot)
+        return fista_on(solver, problem, alpha, solver.max_iter, tol)
     return _fista_on_working_set(solver, support, onehot, alpha, tol)
 
 
