@@ -8,10 +8,11 @@ Episodes are 5-way, {1, 5, 15}-shot with 15 queries per class, features ReLU(cla
 dimension d in {64, 640, 1600, 16000}, a meta-batch of 8 episodes, float32 inputs (cvxpylayers solves in
 float64 inside). One step = head forward on support and query features that require gradients,
 cross-entropy on the query, backward. The group-lasso weight is 0.3 x the median lambda1_max of the
-batch; at d = 16000 the group-lasso head is also run at 0.1 and 0.6 x (the sweep), in steps alternated
-with the SVM head's so that their ratio compares the same moments of a shared machine. Times are medians
-over repeats. The cvxpylayers / native ratio is that of the medians of cvxpylayers steps and native steps
-taken alternately (3 of each, 1 where a cvxpylayers forward takes over 30 s).
+batch. The native heads and qpth's take their steps in turn (one step of each, ``--repeats`` rounds), so
+that their ratios compare the same moments of a shared machine; at d = 16000 the group-lasso head is also
+run at 0.1, 0.3 and 0.6 x (the sweep), its steps alternated with the SVM head's and qpth's. Times are
+medians over repeats. The cvxpylayers / native ratio is that of the medians of cvxpylayers steps and
+native steps taken alternately (3 of each, 1 where a cvxpylayers forward takes over 30 s).
 
 The column "MetaOptNet SVM, qpth" is MetaOptNet's own SVM head (``MetaOptNetHead_SVM_CS``: its QP
 through qpth, ``maxIter=15`` as in its training, float32); qpth is not a dependency of metasparse:
@@ -145,7 +146,8 @@ def print_record(record: dict) -> None:
     if "iterations_max" in record:
         line += (f"  it {record['iterations_max']:>5}  conv {record['converged']}/{record['batch']}  "
                  f"zero rows {record['sparsity_mean']:.3f}")
-    for key, mark in (("ratio_to_native", "cvx/native"), ("ratio_to_svm", "/ SVM")):
+    marks = (("ratio_to_native", "cvx/native"), ("ratio_to_svm", "/ SVM"), ("ratio_to_qpth", "/ qpth"))
+    for key, mark in marks:
         if key in record:
             line += f"  {mark} {record[key]:.2f}"
     print(line, flush=True)
@@ -173,12 +175,13 @@ def run_speed(shots: list[int], dims: list[int], batch: int, repeats: int, cvx_m
             def step(head: torch.nn.Module, count: int, episodes: tuple = episodes) -> list[float]:
                 return time_step(head, *episodes, count)
 
+            # the first call warms up (and builds the cvxpylayers layer; forward only there, since a
+            # cvxpylayers backward costs minutes at d = 640)
+            first, caught = {}, {}
             for name, head in heads.items():
                 head.to(device)
-                with warnings.catch_warnings(record=True) as caught:
+                with warnings.catch_warnings(record=True) as caught[name]:
                     warnings.simplefilter("always")
-                    # the first call warms up (and builds the cvxpylayers layer; forward only there, since
-                    # a cvxpylayers backward costs minutes at d = 640)
                     start = time.perf_counter()
                     try:
                         if "cvxpylayers" in name:
@@ -192,46 +195,65 @@ def run_speed(shots: list[int], dims: list[int], batch: int, repeats: int, cvx_m
                         records.append({"head": name, **common, "failed": f"{type(error).__name__}: {error}"})
                         print_record(records[-1])
                         continue
-                    first = time.perf_counter() - start
-                    extra = {}
-                    if "cvxpylayers" in name:
-                        # alternate with the native head, so that the ratio compares the same moments
-                        # of a shared, noisy machine
-                        native = heads["group-lasso SVM, native"]
-                        times, native_times = [], []
-                        for _ in range(3 if first < CVX_REPEAT_BELOW_S else 1):
-                            times += step(head, 1)
-                            native_times += step(native, 1)
-                        extra = {"native_alternating_seconds": native_times,
-                                 "ratio_to_native": median(times) / median(native_times)}
-                    else:
-                        times = step(head, repeats)
-                record = describe(head, times, head=name, **common, first_call=first, **extra,
-                                  warnings=sorted({str(w.message)[:120] for w in caught}))
+                    first[name] = time.perf_counter() - start
+            # the native heads and qpth step in turn, so that their ratios compare the same moments of a
+            # shared, noisy machine
+            fast = [name for name in first if "cvxpylayers" not in name]
+            times: dict[str, list[float]] = {name: [] for name in first}
+            for _ in range(repeats):
+                for name in fast:
+                    with warnings.catch_warnings(record=True) as more:
+                        warnings.simplefilter("always")
+                        times[name] += step(heads[name], 1)
+                    caught[name] += more
+            extra: dict[str, dict] = {name: {} for name in first}
+            for name in first:
+                if "cvxpylayers" in name:
+                    # alternated with the native head, 3 steps each (1 where a forward takes over 30 s)
+                    native = heads["group-lasso SVM, native"]
+                    native_times = []
+                    for _ in range(3 if first[name] < CVX_REPEAT_BELOW_S else 1):
+                        times[name] += step(heads[name], 1)
+                        native_times += step(native, 1)
+                    extra[name] = {"native_alternating_seconds": native_times,
+                                   "ratio_to_native": median(times[name]) / median(native_times)}
+            for name in first:
+                messages = sorted({str(w.message)[:120] for w in caught[name]})
+                record = describe(heads[name], times[name], head=name, **common, first_call=first[name],
+                                  **extra[name], warnings=messages)
                 records.append(record)
                 print_record(record)
             if dim == SWEEP_DIM:
-                records += run_sweep(step, heads["SVM, native"], lambda1_max, common, repeats)
+                references = {"svm": heads["SVM, native"]}
+                if QPTH in first:
+                    references["qpth"] = heads[QPTH]
+                records += run_sweep(step, references, lambda1_max, common, repeats)
     return records
 
 
-def run_sweep(step: Callable[[torch.nn.Module, int], list[float]], svm: torch.nn.Module, lambda1_max: float,
-              common: dict, repeats: int) -> list[dict]:
-    """The group-lasso head at each of `SWEEP_RATIOS` x lambda1_max, its steps alternated with the SVM
-    head's; ``ratio_to_svm`` is the ratio of their medians."""
+def run_sweep(step: Callable[[torch.nn.Module, int], list[float]], references: dict[str, torch.nn.Module],
+              lambda1_max: float, common: dict, repeats: int) -> list[dict]:
+    """The group-lasso head at each of `SWEEP_RATIOS` x lambda1_max, its steps alternated with those of
+    the ``references`` (``"svm"``: the native SVM head; ``"qpth"``: MetaOptNet's, when installed);
+    ``ratio_to_svm`` and ``ratio_to_qpth`` are the ratios of their medians."""
     records = []
     for ratio in SWEEP_RATIOS:
         head = GroupLassoSVMHead(ratio * lambda1_max, LAMBDA2, DUAL_REG).to(common["device"])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             step(head, 1)
-            times, svm_times = [], []
+            times: list[float] = []
+            reference_times: dict[str, list[float]] = {key: [] for key in references}
             for _ in range(repeats):
                 times += step(head, 1)
-                svm_times += step(svm, 1)
+                for key, reference in references.items():
+                    reference_times[key] += step(reference, 1)
+        extra = {}
+        for key, values in reference_times.items():
+            extra[f"{key}_alternating_seconds"] = values
+            extra[f"ratio_to_{key}"] = median(times) / median(values)
         record = describe(head, times, **{**common, "lambda1": ratio * lambda1_max, "lambda1_ratio": ratio},
-                          head="group-lasso SVM, native", sweep=True, svm_alternating_seconds=svm_times,
-                          ratio_to_svm=median(times) / median(svm_times),
+                          head="group-lasso SVM, native", sweep=True, **extra,
                           warnings=sorted({str(w.message)[:120] for w in caught}))
         records.append(record)
         print_record(record)
@@ -309,13 +331,17 @@ def speed_table(records: list[dict]) -> str:
 
 def sweep_table(records: list[dict]) -> str:
     """Markdown: the lambda1 sweep, group lasso against the SVM head in alternated steps."""
-    rows = ["| shots | d | lambda1 / lambda1_max | group lasso ms | SVM ms | group lasso / SVM | converged | "
-            "iterations max | features in use (mean) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| shots | d | lambda1 / lambda1_max | group lasso ms | SVM ms | group lasso / SVM | qpth ms | "
+            "group lasso / qpth | converged | iterations max | features in use (mean) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if r.get("sweep"):
+            qpth = (f"{1000 * median(r['qpth_alternating_seconds']):.0f} | {r['ratio_to_qpth']:.2f}"
+                    if "ratio_to_qpth" in r else "– | –")
             rows.append(f"| {r['shots']} | {r['d']} | {r['lambda1_ratio']} | {1000 * r['seconds']:.0f} | "
                         f"{1000 * median(r['svm_alternating_seconds']):.0f} | {r['ratio_to_svm']:.2f} | "
-                        f"{r['converged']}/{r['batch']} | {r['iterations_max']} | {r['active_mean']:.0f} |")
+                        f"{qpth} | {r['converged']}/{r['batch']} | {r['iterations_max']} | "
+                        f"{r['active_mean']:.0f} |")
     return "\n".join(rows)
 
 

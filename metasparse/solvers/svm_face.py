@@ -55,7 +55,9 @@ def solve_on_face(hessian: torch.Tensor, face: Face, rhs: torch.Tensor) -> torch
 def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
     """(B, d) norms of the rows of X^T (Y - alpha) from ``dual_residual = Y - alpha``: feature j is
     active iff its norm exceeds lambda1."""
-    return torch.linalg.vector_norm(support.transpose(1, 2) @ dual_residual, dim=-1)
+    # as (Y - alpha)^T X, (B, K, d): with K = 5 and d = 16000 the product X^T (Y - alpha), which reads X
+    # transposed, takes 2-3x longer; and the sum over K of squares beats a strided vector_norm
+    return (dual_residual.transpose(1, 2) @ support).square().sum(dim=1).sqrt()
 
 
 def select_features(support: torch.Tensor, scores: torch.Tensor,

@@ -12,7 +12,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.svm_face import active_features, dual_hessian, face_of, solve_on_face
-from metasparse.solvers.svm_objective import SVMParameters, weights_from_dual_residual, without_group_lasso
+from metasparse.solvers.svm_objective import (
+    SVMParameters,
+    feature_correlation,
+    weights_from_dual_residual,
+    without_group_lasso,
+)
 
 __all__ = ["dual_residual_with_implicit_gradient", "dual_vjp"]
 
@@ -62,7 +67,7 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
     lambda1 = parameters.lambda1
     sparse = not without_group_lasso(lambda1)
     residual = y - a
-    correlation = x.transpose(1, 2) @ residual if sparse else None
+    correlation = feature_correlation(x, residual) if sparse else None
     face = face_of(a > 0)
     u = solve_on_face(dual_hessian(x, correlation, parameters, face), face, grad_alpha.double())
     if sparse:  # an inactive feature's column gets no gradient: differentiate the active ones

@@ -72,6 +72,15 @@ def without_group_lasso(lambda1: Lambda1) -> bool:
     return lambda1 == 0
 
 
+def feature_correlation(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
+    """``X^T (Y - alpha)``, (B, d, K) and contiguous, from ``dual_residual = Y - alpha`` (B, n, K).
+
+    Computed as the transpose of ``(Y - alpha)^T X``, which reads X in its own layout: with K = 5 and
+    d = 16000 that is about twice as fast as the product that reads X transposed.
+    """
+    return (dual_residual.transpose(1, 2) @ support).transpose(1, 2).contiguous()
+
+
 def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
                        lambda1: float, lambda2: float) -> torch.Tensor:
     r"""Primal weights from dual variables: $W = \mathrm{BST}(X^\top(Y-\alpha), \lambda_1)/\lambda_2$.
@@ -101,7 +110,7 @@ def weights_from_dual_residual(support: torch.Tensor, dual_residual: torch.Tenso
     Passing $\beta$ rather than $\alpha$ keeps W exact in float32 when $\beta$ is tiny (large features:
     $\alpha$ close to Y), where $Y - \alpha$ computed in float32 would cancel.
     """
-    correlation = support.transpose(1, 2) @ dual_residual
+    correlation = feature_correlation(support, dual_residual)
     # BST(., 0) is the identity, but its autograd gradient at a zero row is zero (all-zero features)
     if without_group_lasso(lambda1):
         return correlation / lambda2
@@ -262,7 +271,7 @@ def svm_lambda1_max(support: torch.Tensor, onehot: torch.Tensor, lambda2: float,
     """
     with torch.no_grad():
         alpha = svm_zero_solution(onehot, lambda2, dual_reg)
-        correlation = support.transpose(1, 2) @ (onehot - alpha)
+        correlation = feature_correlation(support, onehot - alpha)
         return torch.linalg.vector_norm(correlation, dim=-1).amax(dim=-1)
 
 
