@@ -77,7 +77,8 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
         x = x.detach().requires_grad_(True)
         kernel_term = x @ weights_from_dual_residual(x, residual, lambda1, 1.0)
         (grad_support,) = torch.autograd.grad(kernel_term, x, grad_outputs=u / parameters.lambda2)
-    if sparse:
-        grad_support = torch.zeros_like(support, dtype=grad_support.dtype).scatter(
-            2, columns[:, None, :].expand_as(grad_support), grad_support)
-    return grad_support.to(support.dtype)
+    grad_support = grad_support.to(support.dtype)
+    if sparse:  # scattered in the features' dtype: one pass over (B, n, d), not a float64 one and a cast
+        grad_support = torch.zeros_like(support).scatter(2, columns[:, None, :].expand_as(grad_support),
+                                                         grad_support)
+    return grad_support
