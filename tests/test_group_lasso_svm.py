@@ -16,6 +16,8 @@ from metasparse.solvers.group_lasso_svm import (
     svm_lambda1_max,
     svm_primal_objective,
 )
+from metasparse.solvers.prox import project_simplex
+from metasparse.solvers.svm_dual import DualProblem
 
 # (lambda1, lambda2, dual_reg): MetaOptNet-SVM, a mild and a strongly sparse group lasso, the paper's lambda2
 SETTINGS = [(0.0, 10.0, 1.0), (1.0, 10.0, 1.0), (3.0, 1.0, 0.5), (2.0, 1000.0, 1.0)]
@@ -92,6 +94,22 @@ def test_strong_duality_holds_at_the_solution():
     dual = svm_dual_objective(alpha, support, onehot, 2.0, 1.0, 0.5)
     torch.testing.assert_close(primal, support.shape[1] - dual, rtol=1e-10, atol=0)
     assert float(info.residual.max()) < 1e-10
+
+
+def test_svm_gap_through_the_gram_matrix_is_the_gap_through_the_weights():
+    support, labels = episode(3, 5, 3, 40, seed=4)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    generator = torch.Generator().manual_seed(1)
+    for lambda2, dual_reg in [(10.0, 1.0), (1.0, 0.5)]:
+        solver = GroupLassoSVM(0.0, lambda2, dual_reg)
+        random = project_simplex(torch.randn(onehot.shape, generator=generator, dtype=torch.float64))
+        for alpha in (torch.full_like(onehot, 0.2), random, solver.solve_dual(support, onehot)[0]):
+            weights = support.transpose(1, 2) @ (onehot - alpha) / lambda2
+            primal = svm_primal_objective(weights, support, onehot, 0.0, lambda2, dual_reg)
+            dual = svm_dual_objective(alpha, support, onehot, 0.0, lambda2, dual_reg)
+            expected = (primal + dual - support.shape[1]) / primal
+            torch.testing.assert_close(DualProblem(solver, support, onehot).gap(alpha), expected,
+                                       rtol=1e-9, atol=1e-12)
 
 
 def test_sparsity_grows_with_lambda1():
