@@ -155,11 +155,15 @@ class GroupLassoSVMHead(EpisodicHead):
 
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         onehot = self._onehot(support, labels, n_way)
-        lambda1_max = self._lambda1_max(support, onehot)
-        lambda1 = (torch.full_like(lambda1_max, self.lambda1) if self.lambda1_ratio is None
-                   else self.lambda1_ratio * lambda1_max)
-        # at or above lambda1_max, W = 0 exactly (this lambda1_max needs dual_reg > 0)
-        all_zero = (lambda1 >= lambda1_max) & (self.dual_reg > 0)
+        if self.lambda1_ratio is None and self.lambda1 == 0:  # the SVM: no threshold to compute
+            lambda1 = support.new_zeros(support.shape[0])
+            all_zero = torch.zeros_like(lambda1, dtype=torch.bool)
+        else:
+            lambda1_max = self._lambda1_max(support, onehot)
+            lambda1 = (torch.full_like(lambda1_max, self.lambda1) if self.lambda1_ratio is None
+                       else self.lambda1_ratio * lambda1_max)
+            # at or above lambda1_max, W = 0 exactly (this lambda1_max needs dual_reg > 0)
+            all_zero = (lambda1 >= lambda1_max) & (self.dual_reg > 0)
         if self.solver == "native":
             weights, info = self._solve_native(support, onehot, lambda1)
         else:
