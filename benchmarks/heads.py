@@ -387,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     table = (f"Machine: {machine}\n\nms per meta-batch of {args.batch} episodes (forward + backward):\n\n"
              f"{speed_table(speed)}\n")
     if any(r.get("sweep") for r in speed):
-        table += (f"\nGroup lasso over lambda1 at d = {SWEEP_DIM}, steps alternated with the SVM head's:\n\n"
+        table += (f"\nGroup lasso over lambda1 at d = {SWEEP_DIM}, steps alternated with the SVM head's and "
+                  f"qpth's:\n\n"
                   f"{sweep_table(speed)}\n")
     if accuracy:
         table += f"\nGradient accuracy, 5-way 5-shot, d = 64:\n\n{accuracy_table(accuracy)}\n"
