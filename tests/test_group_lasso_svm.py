@@ -112,6 +112,24 @@ def test_svm_gap_through_the_gram_matrix_is_the_gap_through_the_weights():
                                        rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("lambda1", [0.0, 2.0, torch.tensor([0.5, 2.0, 0.0, 4.0])])
+def test_newton_step_on_some_tasks_is_the_step_of_those_tasks_alone(lambda1):
+    support, labels = episode(4, 5, 3, 30, seed=6)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    solver = GroupLassoSVM(1.0, 10.0, 1.0).for_tasks(lambda1) if isinstance(lambda1, torch.Tensor) \
+        else GroupLassoSVM(lambda1, 10.0, 1.0)
+    alpha = project_simplex(torch.randn(onehot.shape, generator=torch.Generator().manual_seed(3),
+                                        dtype=torch.float64))
+    tasks = torch.tensor([True, False, True, False])
+    moved = DualProblem(solver, support, onehot).newton_step(alpha, tasks)
+    index = tasks.nonzero()[:, 0]
+    alone = solver.for_tasks(lambda1[index]) if isinstance(lambda1, torch.Tensor) else solver
+    expected = DualProblem(alone, support[index], onehot[index]).newton_step(alpha[index], tasks[index])
+    torch.testing.assert_close(moved[index], expected, rtol=0, atol=1e-14)
+    assert bool((moved[~tasks] == alpha[~tasks]).all())
+    assert bool((moved[index] != alpha[index]).any())  # the step moved the chosen tasks
+
+
 def test_sparsity_grows_with_lambda1():
     support, labels = episode(4, 5, 5, 40, seed=3)
     sparsity = []

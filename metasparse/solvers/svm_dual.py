@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
@@ -94,9 +96,26 @@ class DualProblem:
             return gap_from_gram(self.parameters, self.gram, self.onehot, alpha)
         return gap_of(self.parameters, self.support, self.onehot, alpha)
 
+    def _of_tasks(self, index: torch.Tensor) -> DualProblem:
+        """This problem for the tasks ``index`` only, from the parts already computed (no new product)."""
+        restricted = copy.copy(self)
+        for name in ("support", "onehot", "gram", "lipschitz", "offset", "support_t", "correlation_y"):
+            if name in vars(self):
+                setattr(restricted, name, getattr(self, name)[index])
+        if isinstance(self.parameters.lambda1, torch.Tensor):  # one lambda1 per task
+            restricted.parameters = copy.copy(self.parameters)
+            restricted.parameters.lambda1 = self.parameters.lambda1[index]
+        return restricted
+
     def newton_step(self, alpha: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         """For ``tasks`` (B,) bool: a projected Newton step on the face of alpha, backtracked, kept where
-        it does not raise the dual objective."""
+        it does not raise the dual objective. Only those tasks' systems are built and solved."""
+        if not bool(tasks.all()):
+            if not bool(tasks.any()):
+                return alpha
+            index = tasks.nonzero()[:, 0]
+            moved = self._of_tasks(index).newton_step(alpha[index], tasks[index])
+            return alpha.index_copy(0, index, moved)
         grad = self.gradient(alpha)
         on_face = alpha > 0
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
