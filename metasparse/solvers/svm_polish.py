@@ -78,8 +78,9 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
         features, _ = select_features(support, scores, max(size, WORKING_SET_MIN))
         problem = DualProblem(solver, features, onehot)
-    else:
-        problem = full = full if full is not None else DualProblem(solver, support, onehot)
+    else:  # all the features: the caller's problem, when it built one
+        full = full if full is not None else DualProblem(solver, support, onehot)
+        problem = full
     pending = tasks & (residual > POLISH_GAP_FLOOR)
     for _ in range(POLISH_STEPS):
         if not bool(pending.any()):
