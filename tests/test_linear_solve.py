@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch
 
-from metasparse.solvers.linear_solve import solve_spd, solve_spd_with_group_sums
+from metasparse.solvers.linear_solve import solve_spd
 
 
 def test_solve_spd_matches_numpy():
@@ -16,30 +16,6 @@ def test_solve_spd_matches_numpy():
     b = torch.randn(3, 20, generator=generator, dtype=torch.float64)
     expected = np.linalg.solve(a.numpy(), b.numpy()[..., None])[..., 0]
     np.testing.assert_allclose(solve_spd(a, b).numpy(), expected, rtol=1e-10)
-
-
-def test_solve_with_group_sums_matches_the_dense_kkt_system():
-    generator = torch.Generator().manual_seed(1)
-    batch, m, n_groups = 3, 9, 4
-    h = torch.randn(batch, m, m, generator=generator, dtype=torch.float64)
-    h = h @ h.transpose(1, 2) + 0.1 * torch.eye(m, dtype=torch.float64)
-    groups = torch.randint(0, n_groups, (batch, m), generator=generator)
-    groups[:, -2:] = -1  # padding
-    groups[0, groups[0] == 3] = 2  # a group without entries
-    rhs = torch.randn(batch, m, generator=generator, dtype=torch.float64)
-    u = solve_spd_with_group_sums(h, groups, rhs, n_groups)
-    for b in range(batch):
-        idx = np.flatnonzero(groups[b].numpy() >= 0)
-        used = np.unique(groups[b].numpy()[idx])
-        e = (groups[b].numpy()[idx][:, None] == used[None]).astype(float)
-        kkt = np.block([[h[b].numpy()[np.ix_(idx, idx)], e], [e.T, np.zeros((used.size, used.size))]])
-        sol = np.linalg.solve(kkt, np.concatenate([rhs[b].numpy()[idx], np.zeros(used.size)]))
-        expected = np.zeros(m)
-        expected[idx] = sol[: idx.size]
-        np.testing.assert_allclose(u[b].numpy(), expected, atol=1e-10)
-    assert bool((u[:, -2:] == 0).all())
-    sums = torch.zeros(batch, n_groups, dtype=torch.float64).scatter_add(1, groups.clamp_min(0), u)
-    torch.testing.assert_close(sums, torch.zeros_like(sums), atol=1e-10, rtol=0)
 
 
 def test_backward_at_metaoptnet_sizes_finishes_with_two_threads():

@@ -22,6 +22,9 @@ class FistaResult(NamedTuple):
     iterations: torch.Tensor
     converged: torch.Tensor
     residual: torch.Tensor
+    feature_norms: torch.Tensor | None = None
+    """Where a caller computed them at ``solution`` (a working-set solve): the norms that decide which
+    features are active, so that the next stage need not compute them again."""
 
 
 def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

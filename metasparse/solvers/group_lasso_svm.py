@@ -24,6 +24,8 @@ from metasparse.solvers.svm_face import feature_norms
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
     check_svm_parameters,
+    dual_from_weights,
+    nonzero_rows,
     per_task,
     relative_gap,
     svm_dual_objective,
@@ -34,6 +36,7 @@ from metasparse.solvers.svm_objective import (
     svm_relative_gap,
     svm_zero_solution,
     weights_from_dual_residual,
+    without_group_lasso,
 )
 from metasparse.solvers.svm_polish import POLISH_SETTLED, polish_and_refine
 from metasparse.solvers.svm_working_set import first_order_solve, solved_on_all_features
@@ -146,13 +149,14 @@ class GroupLassoSVM:
             onehot: (B, n, K) one-hot labels.
             init: Optional (B, n, K) warm start; uniform ``1/K`` by default, as in the paper's code.
         """
-        alpha, info = self._solve_dual(support.detach().double(), onehot.double(), init)
+        alpha, info, _ = self._solve_dual(support.detach().double(), onehot.double(), init)
         info.residual, info.sparsity = info.residual.to(support.dtype), info.sparsity.to(support.dtype)
         return alpha.to(support.dtype), info
 
     def _solve_dual(self, x: torch.Tensor, y: torch.Tensor,
-                    init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo]:
-        """As `solve_dual` on float64 ``x`` and ``y``, with the solution and diagnostics in float64."""
+                    init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo, torch.Tensor]:
+        """As `solve_dual` on float64 ``x`` and ``y``, with the solution and diagnostics in float64, and
+        the weights W(alpha) (B, d, K) in float64."""
         with torch.no_grad():
             batch = x.shape[0]
             zero = svm_zero_solution(y, self.lambda2, self.dual_reg)
@@ -170,21 +174,23 @@ class GroupLassoSVM:
             if not bool(closed_form.all()):
                 start = (torch.full_like(y_open, 1.0 / y.shape[-1]) if init is None
                          else init.detach().double()[tasks])
-                result = solver._iterative_solve(x_open, y_open, start)
+                result = solver._iterative_solve(x_open, y_open, start, norms[tasks])
                 alpha[tasks], iterations[tasks] = result.solution, result.iterations
                 converged[tasks], residual[tasks] = result.converged, result.residual
-        info = SolverInfo(iterations, converged, residual, *row_sparsity(self._weights(x, y, alpha)),
+            weights = self._weights(x, y, alpha)
+        info = SolverInfo(iterations, converged, residual, *row_sparsity(weights),
                           self.tol, self.max_iter, "native",
                           gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)
                                                         | (not self.newton)))
-        return alpha, info
+        return alpha, info, weights
 
-    def _iterative_solve(self, support: torch.Tensor, onehot: torch.Tensor,
-                         alpha: torch.Tensor) -> FistaResult:
-        """First-order solve to ``tol`` (on a working set where that pays), then the Newton polish."""
+    def _iterative_solve(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
+                         scores: torch.Tensor) -> FistaResult:
+        """First-order solve to ``tol`` (on a working set where that pays, the first one picked by
+        ``scores``), then the Newton polish."""
         # solved on all features: one problem, so one Gram matrix, for the solve and the polish
         full = DualProblem(self, support, onehot) if solved_on_all_features(self, support, self.tol) else None
-        result = first_order_solve(self, support, onehot, alpha, self.tol, full)
+        result = first_order_solve(self, support, onehot, alpha, self.tol, full, scores)
         if self.newton and self.tol is not None:
             result = polish_and_refine(self, support, onehot, result, full)
         return result
@@ -201,14 +207,15 @@ class GroupLassoSVM:
         only where that meets ``tol``: a float32 answer reported converged is converged in float32.
         """
         x, y = support.detach().double(), onehot.double()
-        exact, info = self._solve_dual(x, y, init)
-        dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
+        exact, info, exact_weights = self._solve_dual(x, y, init)
+        columns = None if without_group_lasso(self.lambda1) else nonzero_rows(exact_weights)
+        dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self, columns)
         weights = weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
         if support.dtype != torch.float64:
             with torch.no_grad():
                 returned = weights.detach().double()
                 primal = svm_primal_objective(returned, x, y, self.lambda1, self.lambda2, self.dual_reg)
-                dual = svm_dual_objective(exact, x, y, self.lambda1, self.lambda2, self.dual_reg)
+                dual = dual_from_weights(exact_weights, exact, y, self.lambda2, self.dual_reg)
                 info.residual = torch.maximum(info.residual, relative_gap(primal, dual, y))
                 if self.tol is not None:
                     info.converged &= info.residual <= self.tol

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
-from metasparse.solvers.svm_face import dual_hessian, face_of, solve_on_face
+from metasparse.solvers.svm_face import face_of, reduced_dual_hessian, solve_on_face
 from metasparse.solvers.svm_objective import (
     SVMParameters,
     dual_from_kernel,
@@ -122,7 +122,7 @@ class DualProblem:
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = face_of(free)
         correlation = None if self.quadratic else self.support_t @ (self.onehot - alpha)
-        hessian = dual_hessian(self.support, correlation, self.parameters, face, self.gram)
+        hessian = reduced_dual_hessian(self.support, correlation, self.parameters, face, self.gram)
         step = solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
         candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])

@@ -1,9 +1,13 @@
-r"""Faces of a product of simplices and the group-lasso SVM dual's Hessian on them.
+r"""Faces of a product of simplices and the group-lasso SVM dual's Newton system on them.
 
 The dual variable $\alpha$ (B, n, K) has one simplex per row. On the face that holds a point (the
 entries that may move), Newton steps and the implicit backward both solve a KKT system
-$[H\ E; E^\top\ 0][u; \mu] = [r; 0]$ with one multiplier per row; this module builds the face, the
-Hessian on it (through the active features only) and solves that system.
+$[H\ E; E^\top\ 0][u; \mu] = [r; 0]$ with one multiplier per row. This module builds the face and
+solves that system with the row-sum constraints eliminated: in each row the last free entry (its
+pivot) is minus the sum of the others, $u = T z$, and $T^\top H T z = T^\top r$ is solved by one
+Cholesky factorisation. The reduced matrix $T^\top H T$ is built directly from the active features,
+never from H: since a pivot sits in the row of the entries it eliminates, every term keeps the
+Kronecker structure of the Hessian (`reduced_dual_hessian`).
 """
 
 from __future__ import annotations
@@ -12,44 +16,52 @@ from typing import NamedTuple
 
 import torch
 
-from metasparse.solvers.linear_solve import solve_spd_with_group_sums
-from metasparse.solvers.svm_objective import Lambda1, SVMParameters, per_task, without_group_lasso
+from metasparse.solvers.linear_solve import solve_spd
+from metasparse.solvers.svm_objective import (
+    Lambda1,
+    SVMParameters,
+    feature_columns,
+    per_task,
+    without_group_lasso,
+)
 
-__all__ = ["Face", "active_features", "dual_hessian", "face_of", "feature_norms", "select_features",
+__all__ = ["Face", "active_features", "face_of", "feature_norms", "reduced_dual_hessian", "select_features",
            "solve_on_face"]
 
 
 class Face(NamedTuple):
     """The dual entries that may move, gathered per task: entries of rows with at least two free entries
-    (a row with one cannot move under its sum constraint), padded to the batch's largest count."""
+    (a row with one cannot move under its sum constraint), padded to the batch's largest count. The
+    last entry of each such row is its pivot; the others are the reduced system's unknowns."""
 
     entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K)
     samples: torch.Tensor  # (B, m) row i of each entry (padding included)
     classes: torch.Tensor  # (B, m) class k of each entry (padding included)
-    groups: torch.Tensor  # (B, m) row i of each entry, -1 on padding
+    pivot_classes: torch.Tensor  # (B, m) class of the pivot of each entry's row (padding included)
+    unknown: torch.Tensor  # (B, m) bool: a face entry that is not its row's pivot
+    n_classes: int  # K
 
 
 def face_of(free: torch.Tensor) -> Face:
     """`Face` of the (B, n, K) bool ``free``.
 
     Example:
-        >>> face_of(torch.tensor([[[True, True], [True, False]]])).groups
-        tensor([[0, 0]])
+        >>> face = face_of(torch.tensor([[[True, True], [True, False]]]))
+        >>> face.entries, face.unknown
+        (tensor([[0, 1]]), tensor([[ True, False]]))
     """
     batch, n, k = free.shape
-    movable = (free & (free.sum(dim=-1, keepdim=True) >= 2)).reshape(batch, n * k)
+    movable = free & (free.sum(dim=-1, keepdim=True) >= 2)
+    # the pivot of a row is its last movable entry: the largest class index among them
+    classes_in_row = torch.arange(k, device=free.device).expand(batch, n, k)
+    pivots = torch.where(movable, classes_in_row, -1).amax(dim=-1)  # (B, n)
+    movable = movable.reshape(batch, n * k)
     width = max(1, int(movable.sum(dim=1).max()))
     entries = torch.argsort((~movable).to(torch.int8), dim=1, stable=True)[:, :width]
-    samples = entries // k
-    return Face(entries, samples, entries % k, torch.where(movable.gather(1, entries), samples, -1))
-
-
-def solve_on_face(hessian: torch.Tensor, face: Face, rhs: torch.Tensor) -> torch.Tensor:
-    """(B, n, K) solution of the face's KKT system (`solve_spd_with_group_sums`), zero off the face."""
-    batch, n, k = rhs.shape
-    flat = rhs.reshape(batch, n * k)
-    solution = solve_spd_with_group_sums(hessian, face.groups, flat.gather(1, face.entries), n)
-    return torch.zeros_like(flat).scatter(1, face.entries, solution).reshape(rhs.shape)
+    samples, classes = entries // k, entries % k
+    pivot_classes = pivots.gather(1, samples).clamp_min(0)
+    unknown = movable.gather(1, entries) & (classes != pivot_classes)
+    return Face(entries, samples, classes, pivot_classes, unknown, k)
 
 
 def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
@@ -63,9 +75,8 @@ def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.T
 def select_features(support: torch.Tensor, scores: torch.Tensor,
                     size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The (B, n, size) columns of ``support`` with the largest ``scores`` (B, d), and their indices."""
-    batch, n, _ = support.shape
     columns = scores.topk(size, dim=-1).indices
-    return support.gather(2, columns[:, None, :].expand(batch, n, size)), columns
+    return feature_columns(support, columns), columns
 
 
 def active_features(support: torch.Tensor, norms: torch.Tensor,
@@ -76,45 +87,69 @@ def active_features(support: torch.Tensor, norms: torch.Tensor,
     return select_features(support, norms, max(1, int(active.sum(dim=-1).max())))
 
 
-def dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters, face: Face,
-                 gram: torch.Tensor | None = None) -> torch.Tensor:
-    r"""(B, m, m) Hessian of D at $V = X^\top(Y - \alpha)$ on the entries of ``face``, through the active
-    features only. With ``lambda1 = 0`` it does not depend on V (pass ``None``) and is built from
-    ``gram``, $X X^\top$, when given.
+def _eliminated_classes(face: Face, dtype: torch.dtype) -> torch.Tensor:
+    """(B, m, K) rows $e_a = 1_{k_a} - 1_{\\mathrm{pivot}(a)}$ of $T^\\top$ applied to a class index,
+    zero where the entry is not an unknown."""
+    eye = torch.eye(face.n_classes, dtype=dtype, device=face.classes.device)
+    return (eye[face.classes] - eye[face.pivot_classes]) * face.unknown[..., None]
+
+
+def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters,
+                         face: Face, gram: torch.Tensor | None = None) -> torch.Tensor:
+    r"""(B, m, m) $T^\top H T$: the Hessian of D at $V = X^\top(Y - \alpha)$ on ``face`` with each row's
+    sum constraint eliminated, through the active features only; identity on the entries that are not
+    unknowns. With ``lambda1 = 0`` it does not depend on V (pass ``None``) and is built from ``gram``,
+    $X X^\top$, when given.
 
     The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
-    $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so the Hessian is
-    $(X_A \mathrm{diag}(1 - t) X_A^\top \otimes I + Z Z^\top + \mathrm{dual\_reg}\, I) / \lambda_2$
-    with $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$, entries indexed by $(i, k)$.
+    $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so
+    $\lambda_2 H = G \otimes I + Z Z^\top$ with $G = X_A \mathrm{diag}(1 - t) X_A^\top +
+    \mathrm{dual\_reg}\, I$ and $Z_{(i,k), j} = X_{ij} \sqrt{t_j} \hat v_{jk}$, entries indexed by
+    $(i, k)$. An unknown $a = (i, k)$ whose row's pivot is $(i, p)$ has the $T^\top$-row $e_a = 1_k - 1_p$
+    in class space, within its own sample; so $\lambda_2 (T^\top H T)_{ab} = G_{i_a i_b} \langle e_a,
+    e_b\rangle + (Z' Z'^\top)_{ab}$ with $Z'_{a j} = X_{i_a j} \sqrt{t_j} \langle \hat v_j, e_a\rangle$:
+    one gather of the n x n matrix G and one product, never the m x m Hessian itself.
     """
     batch, n, _ = support.shape
-    rows, classes = face.samples, face.classes
+    rows = face.samples
     m = rows.shape[1]
-    same_class = classes[:, :, None] == classes[:, None, :]
-    lambda1 = parameters.lambda1
-
-    def kron_identity_on_face(gram: torch.Tensor) -> torch.Tensor:
-        picked = gram.gather(1, rows[:, :, None].expand(batch, m, n))
-        return picked.gather(2, rows[:, None, :].expand(batch, m, m)) * same_class
-
+    lambda1, lambda2 = parameters.lambda1, parameters.lambda2
+    eliminated = _eliminated_classes(face, support.dtype)
+    ridge = torch.full((batch, n), parameters.dual_reg / lambda2, dtype=support.dtype, device=support.device)
     if without_group_lasso(lambda1):
-        hessian = kron_identity_on_face(support @ support.transpose(1, 2) if gram is None else gram)
+        gram = support @ support.transpose(1, 2) if gram is None else gram
+        kernel, z = gram / lambda2 + torch.diag_embed(ridge), None
     else:
         norms = torch.linalg.vector_norm(v, dim=-1)
         support_active, columns = active_features(support, norms, lambda1)
-        width = columns.shape[1]
         norms_active = norms.gather(1, columns)
         threshold = per_task(lambda1, norms_active)
         is_active = norms_active > threshold
         norms_active = norms_active.clamp_min(torch.finfo(v.dtype).tiny)
         ratio = torch.where(is_active, threshold / norms_active, 0.0)
-        shrink = torch.where(is_active, 1 - ratio, 0.0)
-        shrunk_gram = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
-        hessian = kron_identity_on_face(shrunk_gram)
+        shrink = torch.where(is_active, 1 - ratio, 0.0) / lambda2
+        kernel = torch.baddbmm(torch.diag_embed(ridge), support_active * shrink[:, None, :],
+                               support_active.transpose(1, 2))
         directions = v.gather(1, columns[..., None].expand(-1, -1, v.shape[-1])) / norms_active[..., None]
-        scaled_directions = (ratio.sqrt()[:, :, None] * directions).transpose(1, 2)  # (B, K, width)
-        z = (support_active.gather(1, rows[:, :, None].expand(batch, m, width))
-             * scaled_directions.gather(1, classes[:, :, None].expand(batch, m, width)))
-        hessian = torch.baddbmm(hessian, z, z.transpose(1, 2))
-    eye = torch.eye(m, dtype=support.dtype, device=support.device)
-    return (hessian + parameters.dual_reg * eye) / parameters.lambda2
+        scaled_directions = (ratio / lambda2).sqrt()[:, :, None] * directions  # (B, width, K)
+        support_rows = support_active.gather(1, rows[:, :, None].expand(batch, m, columns.shape[1]))
+        z = support_rows * (eliminated @ scaled_directions.transpose(1, 2))  # (B, m, width)
+    reduced = kernel.gather(1, rows[:, :, None].expand(batch, m, n))
+    reduced = reduced.gather(2, rows[:, None, :].expand(batch, m, m))
+    reduced.mul_(eliminated @ eliminated.transpose(1, 2))
+    if z is not None:
+        reduced.baddbmm_(z, z.transpose(1, 2))
+    reduced.diagonal(dim1=1, dim2=2).add_((~face.unknown).to(reduced.dtype))
+    return reduced
+
+
+def solve_on_face(reduced_hessian: torch.Tensor, face: Face, rhs: torch.Tensor) -> torch.Tensor:
+    r"""(B, n, K) solution u of the face's KKT system $[H\ E; E^\top\ 0][u; \mu] = [r; 0]$, zero off the
+    face (its entries sum to zero in each row), from ``reduced_hessian`` $T^\top H T$
+    (`reduced_dual_hessian`) and ``rhs`` r (B, n, K)."""
+    batch, n, k = rhs.shape
+    rows_of_rhs = rhs.gather(1, face.samples[:, :, None].expand(-1, -1, k))
+    z = solve_spd(reduced_hessian, (_eliminated_classes(face, rhs.dtype) * rows_of_rhs).sum(dim=-1))
+    # u = T z: an unknown is its z, a pivot minus the sum of its row's unknowns
+    u = torch.zeros(batch, n * k, dtype=rhs.dtype, device=rhs.device).scatter(1, face.entries, z)
+    return u.scatter_add(1, face.samples * k + face.pivot_classes, -z).reshape(rhs.shape)

@@ -117,6 +117,43 @@ def weights_from_dual_residual(support: torch.Tensor, dual_residual: torch.Tenso
     return block_soft_threshold(correlation, per_task(lambda1, correlation)) / lambda2
 
 
+def nonzero_rows(weights: torch.Tensor) -> torch.Tensor:
+    """(B, width) indices of the nonzero rows of ``weights`` (B, d, K), as many as the task with the most
+    (at least 1); in tasks with fewer, zero rows fill in.
+
+    Example:
+        >>> W = torch.zeros(2, 5, 3); W[0, 1] = 1.0; W[1, 4] = 1.0
+        >>> nonzero_rows(W)
+        tensor([[1],
+                [4]])
+    """
+    nonzero = weights.detach().abs().amax(dim=-1) > 0
+    return nonzero.to(torch.int8).topk(max(1, int(nonzero.sum(dim=-1).max())), dim=-1).indices
+
+
+def feature_columns(support: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """The (B, n, width) columns ``columns`` (B, width) of ``support`` (B, n, d)."""
+    return support.gather(2, columns[:, None, :].expand(-1, support.shape[1], -1))
+
+
+def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``X W`` (B, n, K), through the nonzero rows of W only where they are fewer than a quarter of them.
+
+    Group-lasso weights at d = 16000 have tens of nonzero rows: the product through them skips a pass
+    over the (B, n, d) features.
+
+    Example:
+        >>> X = torch.randn(2, 4, 100); W = torch.zeros(2, 100, 3); W[:, 7] = 1.0
+        >>> torch.allclose(scores_through_nonzero_rows(X, W), X @ W)
+        True
+    """
+    rows = nonzero_rows(weights)
+    if 4 * rows.shape[1] >= weights.shape[1]:
+        return support @ weights
+    nonzero_weights = weights.gather(1, rows[..., None].expand(-1, -1, weights.shape[-1]))
+    return feature_columns(support, rows) @ nonzero_weights
+
+
 def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
     r"""The maximiser $a^\star$ in $\ell_\varepsilon(s; y)$, row by row.
 
@@ -158,7 +195,7 @@ def svm_primal_objective(weights: torch.Tensor, support: torch.Tensor, onehot: t
         >>> float(svm_primal_objective(torch.zeros(1, 3, 2), X, Y, 0.1, 10.0, 1.0)) > 0
         True
     """
-    scores = support @ weights
+    scores = scores_through_nonzero_rows(support, weights)
     return _smoothed_hinge(scores, onehot, dual_reg / lambda2) + _penalty(weights, lambda1, lambda2)
 
 

@@ -74,7 +74,8 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
     """
     alpha, residual = result.solution, result.residual
     if not without_group_lasso(solver.lambda1) and support.shape[-1] > WORKING_SET_MIN:
-        scores = feature_norms(support, onehot - alpha)
+        scores = result.feature_norms
+        scores = feature_norms(support, onehot - alpha) if scores is None else scores
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
         features, _ = select_features(support, scores, max(size, WORKING_SET_MIN))
         problem = DualProblem(solver, features, onehot)
@@ -92,4 +93,4 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
     polished = full.gap(alpha) if full is not None else gap_of(solver, support, onehot, alpha)
     better = polished < residual
     return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
-                           residual=torch.where(better, polished, residual))
+                           residual=torch.where(better, polished, residual), feature_norms=None)

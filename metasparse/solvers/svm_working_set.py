@@ -41,13 +41,16 @@ def solved_on_all_features(solver: GroupLassoSVM, support: torch.Tensor, tol: fl
 
 
 def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
-                      alpha: torch.Tensor, tol: float | None, full: DualProblem | None = None) -> FistaResult:
+                      alpha: torch.Tensor, tol: float | None, full: DualProblem | None = None,
+                      scores: torch.Tensor | None = None) -> FistaResult:
     """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays; ``full`` is the
-    problem on all of ``support`` when the caller has built it (its Gram matrix is then reused)."""
+    problem on all of ``support`` when the caller has built it (its Gram matrix is then reused).
+    ``scores`` (B, d) pick the first working set (default: the feature norms at ``alpha``); a
+    working-set solve returns the feature norms at its solution (``FistaResult.feature_norms``)."""
     if solved_on_all_features(solver, support, tol):
         problem = full if full is not None else DualProblem(solver, support, onehot)
         return fista_on(solver, problem, alpha, solver.max_iter, tol)
-    return _fista_on_working_set(solver, support, onehot, alpha, tol)
+    return _fista_on_working_set(solver, support, onehot, alpha, tol, scores)
 
 
 def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, max_iter: int,
@@ -93,13 +96,13 @@ def newton_on(problem: DualProblem, result: FistaResult, max_iter: int, tol: flo
 
 
 def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
-                          alpha: torch.Tensor, tol: float) -> FistaResult:
+                          alpha: torch.Tensor, tol: float, scores: torch.Tensor | None) -> FistaResult:
     """FISTA on the features with the largest scores, in rounds: each round starts from the last
     solution, doubles the working set while features outside it violate their optimality condition,
     and tightens its tolerance from ``WORKING_SET_FIRST_TOL`` by 10x down to ``tol``."""
     batch, _, d = support.shape
     iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
-    scores = feature_norms(support, onehot - alpha)
+    scores = feature_norms(support, onehot - alpha) if scores is None else scores
     threshold = per_task(solver.lambda1, scores)
     size, round_tol = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL)
     while True:
@@ -121,6 +124,9 @@ def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: 
             round_tol = tol
     # without violators the full problem's gap equals the working set's (up to rounding)
     violating = outside.any(dim=-1)
-    residual = torch.where(violating, gap_of(solver, support, onehot, alpha), result.residual)
+    residual = result.residual
+    if bool(violating.any()):
+        residual = torch.where(violating, gap_of(solver, support, onehot, alpha), residual)
     converged = result.converged & ~violating
-    return FistaResult(alpha, torch.where(converged, iterations, solver.max_iter), converged, residual)
+    iterations = torch.where(converged, iterations, solver.max_iter)
+    return FistaResult(alpha, iterations, converged, residual, scores)
