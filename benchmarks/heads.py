@@ -1,7 +1,7 @@
 """Forward + backward time per meta-batch for every head and backend, and cvxpylayers' gradient accuracy.
 
     python benchmarks/heads.py                 # or: metasparse bench heads
-    python benchmarks/heads.py --quick         # a one-minute subset
+    python benchmarks/heads.py --quick         # a one-minute check, written to results/heads-quick.*
     python benchmarks/heads.py --device cuda   # on a GPU (see benchmarks/gpu.sh)
 
 Episodes are 5-way, {1, 5, 15}-shot with 15 queries per class, features ReLU(class mean + noise) of
@@ -358,11 +358,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 640, 1600, 16000])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--cvx-max-nd", type=int, default=25 * 640,
-                        help="run cvxpylayers only where n * d is at most this (its memory grows like n d^2)")
+    parser.add_argument("--cvx-max-nd", type=int, default=None,
+                        help="run cvxpylayers only where n * d is at most this (its memory grows like n d^2; "
+                             "default 16000, 1600 with --quick: one 5-shot, d = 640 step takes minutes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--quick", action="store_true", help="5-shot, d in {64, 640}, 2 repeats")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON file (default {DEFAULT_OUT.name}, heads-quick.json with --quick, in "
+                             f"{DEFAULT_OUT.parent}); a markdown table is written beside it")
+    parser.add_argument("--quick", action="store_true",
+                        help="5-shot, d in {64, 640}, 2 repeats, cvxpylayers at d = 64 only")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's); 1 on a shared, busy machine, where "
                              "every multi-threaded op waits for a descheduled thread")
@@ -371,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.shots, args.dims, args.repeats = [5], [64, 640], 2
+    if args.cvx_max_nd is None:
+        args.cvx_max_nd = 25 * 64 if args.quick else 25 * 640
+    if args.out is None:
+        args.out = DEFAULT_OUT.with_name("heads-quick.json") if args.quick else DEFAULT_OUT
 
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, device {args.device}"
