@@ -128,7 +128,12 @@ def nonzero_rows(weights: torch.Tensor) -> torch.Tensor:
                 [4]])
     """
     nonzero = weights.detach().abs().amax(dim=-1) > 0
-    return nonzero.to(torch.int8).topk(max(1, int(nonzero.sum(dim=-1).max())), dim=-1).indices
+    return _first_rows(nonzero, int(nonzero.sum(dim=-1).max()))
+
+
+def _first_rows(nonzero: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, max(width, 1)) indices of the True entries of ``nonzero`` (B, d), padded with False ones."""
+    return nonzero.to(torch.int8).topk(max(1, width), dim=-1).indices
 
 
 def feature_columns(support: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
@@ -147,9 +152,11 @@ def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) ->
         >>> torch.allclose(scores_through_nonzero_rows(X, W), X @ W)
         True
     """
-    rows = nonzero_rows(weights)
-    if 4 * rows.shape[1] >= weights.shape[1]:
+    nonzero = weights.detach().abs().amax(dim=-1) > 0
+    width = int(nonzero.sum(dim=-1).max())
+    if 4 * width >= weights.shape[1]:  # dense enough (a working set): no index to build
         return support @ weights
+    rows = _first_rows(nonzero, width)
     nonzero_weights = weights.gather(1, rows[..., None].expand(-1, -1, weights.shape[-1]))
     return feature_columns(support, rows) @ nonzero_weights
 
