@@ -12,7 +12,15 @@ from scipy.stats import entropy
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
-from metasparse.metrics.disentanglement import correlation_matrix, dci, importance_matrix, mcc, r_score
+from metasparse.metrics.disentanglement import (
+    correlation_matrix,
+    dci,
+    importance_matrix,
+    matched_correlations,
+    mcc,
+    multiple_correlations,
+    r_score,
+)
 
 
 def _latents(n: int = 2000, k: int = 4, seed: int = 0) -> np.ndarray:
@@ -74,6 +82,26 @@ def test_r_score_matches_sklearn_and_survives_bad_scaling_in_float32():
     as_float32 = torch.from_numpy(z_hat).float()
     assert r_score(torch.from_numpy(z), as_float32) == pytest.approx(reference, abs=1e-4)
     assert reference < 0.99        # the noise is visible: the test could fail
+
+
+@pytest.mark.parametrize("k_learned", [3, 4, 6])
+def test_per_factor_scores_match_references_and_bound_mcc_by_r(k_learned):
+    rng = np.random.default_rng(4)
+    z = _latents(800, 4, seed=4)
+    z_hat = np.tanh(z @ rng.normal(size=(4, k_learned))) + 0.3 * rng.normal(size=(800, k_learned))
+    matched = matched_correlations(z, z_hat)
+    assert np.isnan(matched).sum() == max(0, 4 - k_learned)
+    assert np.nanmean(matched) == pytest.approx(
+        _brute_force_mcc(z, z_hat, lambda a, b: stats.pearsonr(a, b)[0]), abs=1e-10)
+    x = StandardScaler().fit_transform(z_hat)
+    reference = [np.sqrt(LinearRegression().fit(x, z[:, i]).score(x, z[:, i])) for i in range(4)]
+    per_factor = multiple_correlations(z, z_hat)
+    np.testing.assert_allclose(per_factor, reference, atol=1e-10)
+    assert r_score(z, z_hat) == pytest.approx(per_factor.mean(), abs=1e-12)
+    # one coordinate explains a factor at most as well as all of them
+    known = ~np.isnan(matched)
+    assert (matched[known] <= per_factor[known] + 1e-12).all()
+    assert (matched[known] < per_factor[known] - 1e-3).any()   # not equal everywhere: the check can fail
 
 
 def _reference_dci(z: np.ndarray, z_hat: np.ndarray, weighting: str) -> dict[str, float]:

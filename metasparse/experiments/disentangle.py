@@ -6,6 +6,11 @@ writes ``DIR/results.json``, ``DIR/coordinates.png`` (each true factor against i
 coordinate) and ``DIR/traversal.png`` (the learned coordinates while one factor at a time moves
 through its grid values from an anchor image).
 
+``metasparse disentangle score DIR [DIR ...] [--eval-samples N] [--out FILE]`` scores finished runs'
+best checkpoints again, on all images by default (the paper's evaluation, for runs trained with a
+sampled one), writes ``DIR/rescored.json`` (and all of them to ``FILE``) and prints each factor's matched
+correlation (its share of MCC) and multiple correlation (its share of R).
+
 ``metasparse disentangle sweep [FLAGS] --out DIR`` runs the product of ``--rhos``, ``--jitters``,
 ``--block-sizes`` (``block`` mode; none: the base ``--mode``), ``--methods``, ``--lambda-ratios``
 (lasso) / ``--ridge-ratios`` (ridge) and ``--seeds``, each run in ``DIR/runs/NAME``. Finished runs (a
@@ -40,6 +45,7 @@ import torch
 from metasparse._optional import require
 from metasparse.atomic import write_atomically
 from metasparse.metrics.disentanglement import correlation_matrix
+from metasparse.models.encoders import Shapes3DEncoder
 from metasparse.tasks.regression import FactorLatents, support_variability
 from metasparse.train.bilevel import (
     METHODS,
@@ -54,6 +60,7 @@ from metasparse.train.run import load_checkpoint, read_metrics, resolve_device, 
 
 __all__ = [
     "METHOD_LABELS",
+    "RESCORED_FILE",
     "RESULTS_FILE",
     "SweepGrid",
     "add_arguments",
@@ -67,10 +74,12 @@ __all__ = [
     "run_name",
     "run_one",
     "run_sweep",
+    "score_run",
     "shard_of",
 ]
 
 RESULTS_FILE = "results.json"
+RESCORED_FILE = "rescored.json"
 METHOD_LABELS = ("inner-lasso", "inner-ridge", "inner-ridge+ICA")
 #: The anchor of the traversal figure: factor indices (the middle of each factor's grid, a cube).
 TRAVERSAL_ANCHOR = (5, 5, 5, 4, 0, 7)
@@ -131,6 +140,62 @@ def run_one(config: DisentangleConfig, out_dir: str | Path, latents: FactorLaten
                "eval_seconds": eval_seconds, "torch_threads": torch.get_num_threads()}
     _write_json(results_path, results)
     return results
+
+
+def score_run(run_dir: str | Path, eval_samples: int = 0, latents: FactorLatents | None = None,
+              device: str | None = None) -> dict[str, Any]:
+    """Score a finished run's best checkpoint again (`evaluate_encoder`) and write ``rescored.json``.
+
+    Args:
+        run_dir: A directory `run_one` finished (its ``results.json`` holds the config).
+
+    Raises:
+        ValueError: If ``run_dir`` is not a finished run.
+        eval_samples: Evaluation images: 0 (default) for all of them, the paper's setting.
+        latents: Shared latents built with the run's distribution, rho and jitter (optional).
+        device: Where the encoder runs (default: the run's device).
+
+    Returns:
+        ``{"run", "run_dir", "eval_samples", "scores"}``, as written.
+
+    Example:
+        >>> score_run("runs/sweep/runs/lasso-rho0.9-jit1-bernoulli-lam0.3-s0")["scores"]["mcc"]
+        ... # doctest: +SKIP
+    """
+    run_dir = Path(run_dir)
+    config = dataclasses.replace(_finished_run_config(run_dir), eval_samples=eval_samples,
+                                 **({} if device is None else {"device": device}))
+    target = resolve_device(config.device)
+    latents = make_latents(config, target) if latents is None else latents
+    encoder = Shapes3DEncoder(z_dim=config.z_dim).to(target)
+    encoder.load_state_dict(load_checkpoint(run_dir / "best.pt", target)["trainer"]["encoder"])
+    rescored = {"run": run_dir.name, "run_dir": str(run_dir), "eval_samples": eval_samples,
+                "scores": evaluate_encoder(encoder, latents, config, target)}
+    _write_json(run_dir / RESCORED_FILE, rescored)
+    return rescored
+
+
+def _finished_run_config(run_dir: Path) -> DisentangleConfig:
+    """The config of the run `run_one` finished in ``run_dir``; a ValueError for anything else."""
+    results_path = run_dir / RESULTS_FILE
+    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    if not isinstance(results, dict) or "config" not in results or not (run_dir / "best.pt").is_file():
+        raise ValueError(f"{run_dir} is not a finished run (a {RESULTS_FILE} with its config and a best.pt)")
+    return DisentangleConfig(**results["config"])
+
+
+def _format_factors(rescored: dict[str, Any]) -> str:
+    from metasparse.data import FACTOR_NAMES
+
+    scores = rescored["scores"]
+    names = (FACTOR_NAMES if len(scores["r_per_factor"]) == len(FACTOR_NAMES)
+             else [f"factor {index}" for index in range(len(scores["r_per_factor"]))])
+    lines = [f"{rescored['run']} on {scores['eval_images']} images: MCC {scores['mcc']:.3f}, "
+             f"R {scores['r']:.3f}, after ICA MCC {scores['mcc_ica']:.3f}",
+             "| factor | matched correlation | multiple correlation |", "|---|---|---|"]
+    for name, matched, multiple in zip(names, scores["mcc_per_factor"], scores["r_per_factor"], strict=True):
+        lines.append(f"| {name} | {'-' if matched is None else f'{matched:.3f}'} | {multiple:.3f} |")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,6 +487,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--out", type=Path, required=True, metavar="DIR", help="sweep directory")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bars")
     _sweep_arguments(sweep)
+    score = actions.add_parser("score", help="score finished runs' best checkpoints again, per factor")
+    score.add_argument("runs", type=Path, nargs="+", metavar="DIR", help="finished run directories")
+    score.add_argument("--eval-samples", type=int, default=0,
+                       help="evaluation images: 0 (default) for all of them, else a uniform sample")
+    score.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the run's)")
+    score.add_argument("--out", type=Path, default=None, metavar="FILE",
+                       help="also write every run's rescored document, as one JSON list, to FILE")
 
 
 def _format_records(records: list[dict[str, Any]]) -> str:
@@ -439,6 +511,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         SystemExit: With the option named, for invalid options.
     """
+    if args.action == "score":
+        return _score(args)
     try:
         base = config_from_args(DisentangleConfig, args)
         if args.out is None:
@@ -462,4 +536,28 @@ def run(args: argparse.Namespace) -> int:
     print(_format_records([{"run": args.out.name, **record} for record in method_records(results)]))
     print(f"train {results['train_seconds']:.0f} s, evaluation {results['eval_seconds']:.0f} s; "
           f"wrote {args.out / RESULTS_FILE}")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    if args.eval_samples < 0:
+        raise SystemExit(f"metasparse disentangle score: --eval-samples must be 0 (all images) or a "
+                         f"positive int, got {args.eval_samples}")
+    try:
+        configs = [_finished_run_config(run_dir) for run_dir in args.runs]
+    except ValueError as error:
+        raise SystemExit(f"metasparse disentangle score: {error}") from error
+    shared: dict[tuple[Any, ...], FactorLatents] = {}
+    documents = []
+    for run_dir, config in zip(args.runs, configs, strict=True):
+        key = (config.data_path, config.distribution, config.rho, config.jitter)
+        if key not in shared:
+            shared.clear()  # one set of latents in memory at a time
+            shared[key] = make_latents(config, resolve_device(args.device or config.device))
+        documents.append(score_run(run_dir, args.eval_samples, shared[key], args.device))
+        print(_format_factors(documents[-1]))
+        print(f"wrote {run_dir / RESCORED_FILE}", flush=True)
+    if args.out is not None:
+        _write_json(args.out, documents)
+        print(f"wrote {args.out}")
     return 0

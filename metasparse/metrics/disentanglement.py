@@ -45,8 +45,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
-__all__ = ["CorrelationMethod", "DCIWeighting", "correlation_matrix", "dci", "importance_matrix", "mcc",
-           "r_score"]
+__all__ = ["CorrelationMethod", "DCIWeighting", "correlation_matrix", "dci", "importance_matrix",
+           "matched_correlations", "mcc", "multiple_correlations", "r_score"]
 
 CorrelationMethod = Literal["pearson", "spearman"]
 DCIWeighting = Literal["importance", "uniform"]
@@ -107,8 +107,9 @@ def correlation_matrix(z_true: object, z_learned: object,
     return _standardise(true).T @ _standardise(learned) / true.shape[0]
 
 
-def mcc(z_true: object, z_learned: object, method: CorrelationMethod = "pearson") -> float:
-    """Mean correlation coefficient after the best one-to-one matching of factors to coordinates.
+def matched_correlations(z_true: object, z_learned: object,
+                         method: CorrelationMethod = "pearson") -> np.ndarray:
+    """Each factor's |correlation| with the coordinate the MCC's one-to-one matching gives it.
 
     Args:
         z_true: (N, k) factors, numpy array or torch tensor.
@@ -116,16 +117,40 @@ def mcc(z_true: object, z_learned: object, method: CorrelationMethod = "pearson"
         method: ``"pearson"`` (default, as the paper) or ``"spearman"``.
 
     Returns:
-        Mean of the ``min(k, k')`` matched |correlations|, in [0, 1].
+        float64 (k,) in [0, 1]; NaN for the factors left without a coordinate when ``k' < k``.
+
+    Example:
+        >>> z = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> matched_correlations(z, np.c_[z[:, 1], z[:, 0] + z[:, 1]]).round(3).tolist()
+        [0.707, 1.0]
+    """
+    absolute = np.abs(correlation_matrix(z_true, z_learned, method))
+    rows, columns = linear_sum_assignment(absolute, maximize=True)
+    matched = np.full(absolute.shape[0], np.nan)
+    matched[rows] = absolute[rows, columns]
+    return matched
+
+
+def mcc(z_true: object, z_learned: object, method: CorrelationMethod = "pearson") -> float:
+    """Mean correlation coefficient after the best one-to-one matching of factors to coordinates.
+
+    It is at most `r_score`: a factor's correlation with one coordinate is at most its multiple
+    correlation with all of them.
+
+    Args:
+        z_true: (N, k) factors, numpy array or torch tensor.
+        z_learned: (N, k') representation of the same inputs.
+        method: ``"pearson"`` (default, as the paper) or ``"spearman"``.
+
+    Returns:
+        Mean of the ``min(k, k')`` matched |correlations| (`matched_correlations`), in [0, 1].
 
     Example:
         >>> z = np.random.default_rng(0).normal(size=(500, 2))
         >>> round(mcc(z, z[:, ::-1] * [3.0, -1.0]), 6)
         1.0
     """
-    absolute = np.abs(correlation_matrix(z_true, z_learned, method))
-    rows, columns = linear_sum_assignment(absolute, maximize=True)
-    return float(absolute[rows, columns].mean())
+    return float(np.nanmean(matched_correlations(z_true, z_learned, method)))
 
 
 def _least_squares(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,11 +163,31 @@ def _least_squares(inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray,
     return solution[:-1], np.where(total > 0, np.clip(explained, 0.0, 1.0), 0.0)
 
 
-def r_score(z_true: object, z_learned: object) -> float:
-    """Mean over factors of the multiple correlation ``sqrt(R^2)`` of a linear regression learned -> true.
+def multiple_correlations(z_true: object, z_learned: object) -> np.ndarray:
+    """Each factor's multiple correlation ``sqrt(R^2)`` of a linear regression learned -> true.
 
     Both sides are standardised first; the regression has an intercept and is fitted and scored on all
     N rows.
+
+    Args:
+        z_true: (N, k) factors.
+        z_learned: (N, k') representation of the same inputs.
+
+    Returns:
+        float64 (k,) in [0, 1].
+
+    Example:
+        >>> z = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> multiple_correlations(z, z[:, :1]).round(3).tolist()
+        [1.0, 0.0]
+    """
+    true, learned = _pair(z_true, z_learned)
+    _, explained = _least_squares(_standardise(learned), _standardise(true))
+    return np.sqrt(explained)
+
+
+def r_score(z_true: object, z_learned: object) -> float:
+    """Mean over factors of the multiple correlation (`multiple_correlations`): linear identifiability.
 
     Args:
         z_true: (N, k) factors.
@@ -157,9 +202,7 @@ def r_score(z_true: object, z_learned: object) -> float:
         >>> round(r_score(z, z @ mixing), 6)
         1.0
     """
-    true, learned = _pair(z_true, z_learned)
-    _, explained = _least_squares(_standardise(learned), _standardise(true))
-    return float(np.sqrt(explained).mean())
+    return float(multiple_correlations(z_true, z_learned).mean())
 
 
 def importance_matrix(z_true: object, z_learned: object) -> tuple[np.ndarray, np.ndarray]:

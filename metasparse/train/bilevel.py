@@ -46,7 +46,7 @@ import torch
 
 from metasparse._optional import require
 from metasparse.heads import LassoHead
-from metasparse.metrics.disentanglement import dci, mcc, r_score
+from metasparse.metrics.disentanglement import dci, matched_correlations, mcc, multiple_correlations, r_score
 from metasparse.models.encoders import Shapes3DEncoder
 from metasparse.tasks.regression import (
     COEFFICIENT_MODES,
@@ -319,8 +319,10 @@ def encode(encoder: torch.nn.Module, latents: FactorLatents, indices: np.ndarray
     return torch.cat(chunks).numpy()
 
 
-def score_representation(z_true: np.ndarray, z_learned: np.ndarray) -> dict[str, float]:
-    """MCC (Pearson and Spearman), R and DCI (importance and uniform weighting) of one representation.
+def score_representation(z_true: np.ndarray, z_learned: np.ndarray) -> dict[str, Any]:
+    """MCC (Pearson and Spearman), R and DCI (importance and uniform weighting) of one representation,
+    and each factor's share of MCC and R (``mcc_per_factor``: `matched_correlations`; ``r_per_factor``:
+    `multiple_correlations`; lists in factor order, None for a factor without a coordinate).
 
     Example:
         >>> z = np.random.default_rng(0).normal(size=(300, 2))
@@ -328,8 +330,11 @@ def score_representation(z_true: np.ndarray, z_learned: np.ndarray) -> dict[str,
         1.0
     """
     importance, uniform = dci(z_true, z_learned), dci(z_true, z_learned, weighting="uniform")
-    return {"mcc": mcc(z_true, z_learned), "mcc_spearman": mcc(z_true, z_learned, method="spearman"),
-            "r": r_score(z_true, z_learned), "dci_d": importance["disentanglement"],
+    matched, multiple = matched_correlations(z_true, z_learned), multiple_correlations(z_true, z_learned)
+    return {"mcc": float(np.nanmean(matched)), "mcc_spearman": mcc(z_true, z_learned, method="spearman"),
+            "r": float(multiple.mean()), "r_per_factor": multiple.tolist(),
+            "mcc_per_factor": [None if np.isnan(value) else value for value in matched.tolist()],
+            "dci_d": importance["disentanglement"],
             "dci_c": importance["completeness"], "dci_i": importance["informativeness"],
             "dci_d_uniform": uniform["disentanglement"], "dci_c_uniform": uniform["completeness"]}
 
