@@ -1,11 +1,13 @@
 """The paper's 3D Shapes disentanglement comparison and support-violation study, at four budgets.
 
-Up to three studies, each a resumable sweep (`metasparse.experiments.disentangle.run_sweep`) under
+Up to four studies, each a resumable sweep (`metasparse.experiments.disentangle.run_sweep`) under
 ``benchmarks/results/disentangle-<budget>/<study>/``:
 
 * ``correlation``: inner lasso vs inner ridge vs ridge + ICA over the correlation rho;
 * ``support``: inner lasso on block-support tasks (blocks of 2, 3, 6 factors);
-* ``lambda``: inner lasso at other lambda / lambda_max (``paper`` and ``medium`` only).
+* ``lambda``: inner lasso at other lambda / lambda_max (``paper`` and ``medium`` only);
+* ``seeds``: inner lasso and ridge at rho = 0.9 with seeds 1 and 2 (``medium`` only: the ``paper``
+  budget's correlation study already has three seeds).
 
 Budgets (every other setting is `metasparse.train.bilevel.DisentangleConfig`'s default, the paper's
 README run: 8 tasks of 25 + 25 shared samples, lambda = 0.3 lambda_max, AdamW 1e-3, rho = 0.9 where not
@@ -18,13 +20,14 @@ swept, jitter 1, noise ratio 0.1, non-empty Bernoulli(0.5) supports):
 * ``long`` (the same CPU, one run per core, over one or more sittings): the paper's 20,000 steps with
   validation on 256 tasks every 1,000 steps and the reduced budget's evaluation; rho = 0.9, seed 0;
   block 2.
-* ``medium`` (the same CPU, the three studies in one sitting): 3,000 steps, where the ``long`` lasso's
-  validation MCC has reached 0.93 of its final 0.94, with validation on 256 tasks every 500 steps and the
-  reduced evaluation; rho in {0, 0.99, 0.9}, seed 0; blocks 2 and 3; lambda 0.1 lambda_max.
+* ``medium`` (the same CPU, one run per core, about 20 minutes a run, over several sittings): 3,000
+  steps, where the ``long`` lasso's validation MCC has reached 0.93 of its final 0.94, with validation
+  on 256 tasks every 500 steps and the reduced evaluation; the paper's rho grid, seed 0; blocks 2 and 3;
+  lambda 0.1, 0.2, 0.5 and 0.7 lambda_max.
 
-A third study, ``lambda``, runs the inner lasso at other lambda / lambda_max at rho = 0.9 (the paper's
+The ``lambda`` study runs the inner lasso at other lambda / lambda_max at rho = 0.9 (the paper's
 figures take the best lambda of its grid {0.01, 0.03, 0.1, 0.3, 1} for each seed; 1 gives w = 0 in every
-task, so it is left out here); it is not part of the ``reduced`` and ``long`` budgets.
+task, so it is left out here).
 
 Example:
     From a clone of the repository::
@@ -47,7 +50,7 @@ from metasparse.train.bilevel import DisentangleConfig
 __all__ = ["BUDGETS", "RESULTS_DIR", "STUDIES", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-STUDIES = ("correlation", "support", "lambda")
+STUDIES = ("correlation", "support", "lambda", "seeds")
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {"config": {"steps": 20_000, "validate_every": 1000, "val_tasks": 1000, "eval_samples": 0,
@@ -67,9 +70,12 @@ BUDGETS: dict[str, dict[str, Any]] = {
              "support": SweepGrid(rhos=(0.9,), block_sizes=(2,), methods=("lasso",), seeds=(0,))},
     "medium": {"config": {"steps": 3000, "validate_every": 500, "val_tasks": 256, "probe_samples": 2048,
                           "eval_samples": 20_000, "ica_samples": 20_000},
-               "correlation": SweepGrid(rhos=(0.0, 0.99, 0.9), methods=("lasso", "ridge"), seeds=(0,)),
+               "correlation": SweepGrid(rhos=(0.0, 0.5, 0.8, 0.9, 0.95, 0.99), methods=("lasso", "ridge"),
+                                        seeds=(0,)),
                "support": SweepGrid(rhos=(0.9,), block_sizes=(2, 3), methods=("lasso",), seeds=(0,)),
-               "lambda": SweepGrid(rhos=(0.9,), methods=("lasso",), lambda_ratios=(0.1,), seeds=(0,))},
+               "lambda": SweepGrid(rhos=(0.9,), methods=("lasso",), lambda_ratios=(0.1, 0.2, 0.5, 0.7),
+                                   seeds=(0,)),
+               "seeds": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(1, 2))},
 }
 
 

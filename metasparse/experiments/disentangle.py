@@ -286,6 +286,17 @@ def collect_records(runs_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def _shared_latents(config: DisentangleConfig, device: str, cache: dict[tuple[Any, ...], FactorLatents]
+                    ) -> FactorLatents:
+    """``config``'s latents on ``device``, from ``cache`` when the last ones built match (one set of
+    latents in memory at a time)."""
+    key = (config.data_path, config.distribution, config.rho, config.jitter, device)
+    if key not in cache:
+        cache.clear()
+        cache[key] = make_latents(config, resolve_device(device))
+    return cache[key]
+
+
 def run_sweep(base: DisentangleConfig, grid: SweepGrid, out_dir: str | Path, shard: str | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
     """Run (or resume, or skip) this shard's runs of the sweep, then write the sweep's results and plots.
@@ -301,11 +312,7 @@ def run_sweep(base: DisentangleConfig, grid: SweepGrid, out_dir: str | Path, sha
         if (run_dir / RESULTS_FILE).is_file():
             continue
         print(f"metasparse disentangle sweep: run {number}/{len(runs)}: {run_dir.name}", flush=True)
-        key = (config.data_path, config.distribution, config.rho, config.jitter, config.device)
-        if key not in shared:
-            shared.clear()  # one set of latents in memory at a time
-            shared[key] = make_latents(config, resolve_device(config.device))
-        run_one(config, run_dir, shared[key], progress=progress)
+        run_one(config, run_dir, _shared_latents(config, config.device, shared), progress=progress)
     records = collect_records(out_dir / "runs")
     _write_json(out_dir / RESULTS_FILE, records)
     write_atomically(out_dir / "validation.png", lambda temporary: plot_validation(out_dir / "runs",
@@ -550,11 +557,8 @@ def _score(args: argparse.Namespace) -> int:
     shared: dict[tuple[Any, ...], FactorLatents] = {}
     documents = []
     for run_dir, config in zip(args.runs, configs, strict=True):
-        key = (config.data_path, config.distribution, config.rho, config.jitter)
-        if key not in shared:
-            shared.clear()  # one set of latents in memory at a time
-            shared[key] = make_latents(config, resolve_device(args.device or config.device))
-        documents.append(score_run(run_dir, args.eval_samples, shared[key], args.device))
+        latents = _shared_latents(config, args.device or config.device, shared)
+        documents.append(score_run(run_dir, args.eval_samples, latents, args.device))
         print(_format_factors(documents[-1]))
         print(f"wrote {run_dir / RESCORED_FILE}", flush=True)
     if args.out is not None:
