@@ -148,15 +148,15 @@ def score_run(run_dir: str | Path, eval_samples: int = 0, latents: FactorLatents
 
     Args:
         run_dir: A directory `run_one` finished (its ``results.json`` holds the config).
-
-    Raises:
-        ValueError: If ``run_dir`` is not a finished run.
         eval_samples: Evaluation images: 0 (default) for all of them, the paper's setting.
         latents: Shared latents built with the run's distribution, rho and jitter (optional).
         device: Where the encoder runs (default: the run's device).
 
     Returns:
         ``{"run", "run_dir", "eval_samples", "scores"}``, as written.
+
+    Raises:
+        ValueError: If ``run_dir`` is not a finished run.
 
     Example:
         >>> score_run("runs/sweep/runs/lasso-rho0.9-jit1-bernoulli-lam0.3-s0")["scores"]["mcc"]

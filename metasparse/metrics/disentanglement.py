@@ -134,8 +134,8 @@ def matched_correlations(z_true: object, z_learned: object,
 def mcc(z_true: object, z_learned: object, method: CorrelationMethod = "pearson") -> float:
     """Mean correlation coefficient after the best one-to-one matching of factors to coordinates.
 
-    It is at most `r_score`: a factor's correlation with one coordinate is at most its multiple
-    correlation with all of them.
+    With Pearson correlations and ``k' >= k`` it is at most `r_score`: a factor's correlation with one
+    coordinate is at most its multiple correlation with all of them.
 
     Args:
         z_true: (N, k) factors, numpy array or torch tensor.
