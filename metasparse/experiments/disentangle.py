@@ -547,11 +547,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    if args.eval_samples < 0:
-        raise SystemExit(f"metasparse disentangle score: --eval-samples must be 0 (all images) or a "
-                         f"positive int, got {args.eval_samples}")
-    try:
-        configs = [_finished_run_config(run_dir) for run_dir in args.runs]
+    try:  # the runs and --eval-samples (through the config's own check) before any work
+        configs = [dataclasses.replace(_finished_run_config(run_dir), eval_samples=args.eval_samples)
+                   for run_dir in args.runs]
     except ValueError as error:
         raise SystemExit(f"metasparse disentangle score: {error}") from error
     shared: dict[tuple[Any, ...], FactorLatents] = {}
