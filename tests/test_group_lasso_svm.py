@@ -363,3 +363,22 @@ def test_float32_inputs_give_float32_outputs_and_agree_with_float64():
 def test_bad_options_are_rejected_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GroupLassoSVMHead(**kwargs)
+
+
+def test_logits_through_the_nonzero_rows_equal_the_dense_product_with_its_gradients():
+    support, labels = episode(2, 5, 3, 300, seed=31)
+    support = torch.relu(support)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    lambda1 = 0.3 * float(svm_lambda1_max(support, onehot, 10.0, 1.0).min())
+    head = GroupLassoSVMHead(lambda1, 10.0, 1.0, learn_scale=False)
+    query = torch.relu(torch.randn(2, 7, 300, generator=torch.Generator().manual_seed(32), dtype=torch.float64))
+    sparse_query, dense_query = query.clone().requires_grad_(True), query.clone().requires_grad_(True)
+    x_sparse, x_dense = support.clone().requires_grad_(True), support.clone().requires_grad_(True)
+    logits = head(sparse_query, x_sparse, labels, 5)
+    assert 0 < int(head.last_info.active.max()) < 75  # a quarter of d: the product goes through the rows
+    dense = dense_query @ head.solve(x_dense, labels, 5)
+    torch.testing.assert_close(logits, dense, rtol=1e-13, atol=1e-13)
+    logits.logsumexp(-1).sum().backward()
+    dense.logsumexp(-1).sum().backward()
+    torch.testing.assert_close(sparse_query.grad, dense_query.grad, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(x_sparse.grad, x_dense.grad, rtol=1e-10, atol=1e-12)

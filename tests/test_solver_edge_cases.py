@@ -70,13 +70,15 @@ def test_all_zero_targets_and_features_in_the_lasso_are_answered_at_once():
 
 # the group lasso at 10 and the SVM at 1e4 do not converge within max_iter even in float64 (the dual's
 # condition number grows like the square of the scale): they are reported unconverged, not wrong
-@pytest.mark.parametrize(("scale", "lambda1_ratio"), [(1e-3, 0.0), (1.0, 0.0), (1e2, 0.0), (1e3, 0.0),
-                                                      (1e-3, 0.3), (1.0, 0.3)])
-def test_float32_logits_agree_with_float64_at_every_feature_scale(scale, lambda1_ratio):
+# d = 400: a working set, whose float32 features are screened in float32 (metasparse.solvers.svm_features)
+@pytest.mark.parametrize(("scale", "lambda1_ratio", "dim"), [
+    (1e-3, 0.0, 64), (1.0, 0.0, 64), (1e2, 0.0, 64), (1e3, 0.0, 64), (1e-3, 0.3, 64), (1.0, 0.3, 64),
+    (1e-3, 0.3, 400), (1.0, 0.3, 400)])
+def test_float32_logits_agree_with_float64_at_every_feature_scale(scale, lambda1_ratio, dim):
     from metasparse.solvers import svm_lambda1_max
     from metasparse.tasks import random_episodes
 
-    support, labels, query, _ = random_episodes(2, 5, 5, 3, 64, seed=5, dtype=torch.float64)
+    support, labels, query, _ = random_episodes(2, 5, 5, 3, dim, seed=5, dtype=torch.float64)
     support, query = support * scale, query * scale
     onehot = onehot_of(labels, 5)
     lambda1 = lambda1_ratio * float(svm_lambda1_max(support, onehot, 10.0, 1.0).min())

@@ -29,6 +29,7 @@ from metasparse.solvers.group_lasso_svm import (
     svm_lambda1_max,
     svm_relative_gap,
 )
+from metasparse.solvers.svm_objective import scores_through_nonzero_rows
 
 __all__ = ["SOLVERS", "GroupLassoSVMHead", "SVMHead"]
 
@@ -142,6 +143,11 @@ class GroupLassoSVMHead(EpisodicHead):
         support = support.to(compute_dtype(support.dtype))
         values = self._lambda1_max(support, self._onehot(support, labels, operator.index(n_way)))
         return values[0] if unbatched else values
+
+    def _scores(self, query: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        # group-lasso weights at backbone size have tens of nonzero rows: the product through them skips
+        # two passes over the (B, m, d) query (forward and backward)
+        return scores_through_nonzero_rows(query, weights)
 
     def _lambda1_max(self, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         return svm_lambda1_max(support, onehot, self.lambda2, self.dual_reg or 1e-12)

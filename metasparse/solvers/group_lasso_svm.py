@@ -20,7 +20,7 @@ import torch
 from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
 from metasparse.solvers.fista import FistaResult
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_face import feature_norms
+from metasparse.solvers.svm_features import SupportFeatures
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
     check_svm_parameters,
@@ -149,54 +149,60 @@ class GroupLassoSVM:
             onehot: (B, n, K) one-hot labels.
             init: Optional (B, n, K) warm start; uniform ``1/K`` by default, as in the paper's code.
         """
-        alpha, info, _ = self._solve_dual(support.detach().double(), onehot.double(), init)
+        alpha, info, _ = self._solve_dual(self._features(support), onehot.double(), init)
         info.residual, info.sparsity = info.residual.to(support.dtype), info.sparsity.to(support.dtype)
         return alpha.to(support.dtype), info
 
-    def _solve_dual(self, x: torch.Tensor, y: torch.Tensor,
+    def _features(self, support: torch.Tensor) -> SupportFeatures:
+        """``support`` without gradient, as the solve reads it: in its own dtype on a working set; in
+        float64 (one copy, shared by the solve, the polish and the diagnostics) on all features."""
+        support = support.detach()
+        on_all_features = solved_on_all_features(self, support, self.tol)
+        return SupportFeatures(support.double() if on_all_features else support)
+
+    def _solve_dual(self, features: SupportFeatures, y: torch.Tensor,
                     init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo, torch.Tensor]:
-        """As `solve_dual` on float64 ``x`` and ``y``, with the solution and diagnostics in float64, and
-        the weights W(alpha) (B, d, K) in float64."""
+        """As `solve_dual` on ``features`` (`_features`) and float64 ``y``, with the solution and
+        diagnostics in float64, and the weights W(alpha) (B, d, K) in float64."""
         with torch.no_grad():
-            batch = x.shape[0]
+            batch, device = y.shape[0], y.device
             zero = svm_zero_solution(y, self.lambda2, self.dual_reg)
-            norms = feature_norms(x, y - zero)
+            norms = features.norms(y - zero, self.lambda1)
             closed_form = (norms <= per_task(self.lambda1, norms)).all(dim=-1)
             alpha = zero.clone()
-            iterations = torch.zeros(batch, dtype=torch.long, device=x.device)
+            iterations = torch.zeros(batch, dtype=torch.long, device=device)
             converged = closed_form & (self.tol is not None)
-            residual = torch.zeros(batch, dtype=x.dtype, device=x.device)
+            residual = torch.zeros(batch, dtype=y.dtype, device=device)
             if bool(closed_form.any()):
                 tasks = (~closed_form).nonzero()[:, 0]
-                x_open, y_open, solver = x[tasks], y[tasks], self._of_tasks(tasks)
+                x_open, y_open, solver = features[tasks], y[tasks], self._of_tasks(tasks)
             else:  # every task: no copy of the features
-                tasks, x_open, y_open, solver = slice(None), x, y, self
+                tasks, x_open, y_open, solver = slice(None), features, y, self
             if not bool(closed_form.all()):
                 start = (torch.full_like(y_open, 1.0 / y.shape[-1]) if init is None
                          else init.detach().double()[tasks])
                 result = solver._iterative_solve(x_open, y_open, start, norms[tasks])
                 alpha[tasks], iterations[tasks] = result.solution, result.iterations
                 converged[tasks], residual[tasks] = result.converged, result.residual
-            weights = self._weights(x, y, alpha)
+            weights = features.weights(self, y, alpha)
         info = SolverInfo(iterations, converged, residual, *row_sparsity(weights),
                           self.tol, self.max_iter, "native",
                           gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)
                                                         | (not self.newton)))
         return alpha, info, weights
 
-    def _iterative_solve(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor,
+    def _iterative_solve(self, features: SupportFeatures, onehot: torch.Tensor, alpha: torch.Tensor,
                          scores: torch.Tensor) -> FistaResult:
         """First-order solve to ``tol`` (on a working set where that pays, the first one picked by
         ``scores``), then the Newton polish."""
-        # solved on all features: one problem, so one Gram matrix, for the solve and the polish
-        full = DualProblem(self, support, onehot) if solved_on_all_features(self, support, self.tol) else None
-        result = first_order_solve(self, support, onehot, alpha, self.tol, full, scores)
+        # solved on all features: one problem, so one Gram matrix, for the solve and the polish (float64
+        # features, unless these tasks' lambda1 are all 0 while the batch's were not)
+        full = (DualProblem(self, features.support.double(), onehot)
+                if solved_on_all_features(self, features, self.tol) else None)
+        result = first_order_solve(self, features, onehot, alpha, self.tol, full, scores)
         if self.newton and self.tol is not None:
-            result = polish_and_refine(self, support, onehot, result, full)
+            result = polish_and_refine(self, features, onehot, result, full)
         return result
-
-    def _weights(self, support: torch.Tensor, onehot: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        return svm_primal_weights(support, onehot, alpha, self.lambda1, self.lambda2)
 
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
@@ -206,15 +212,15 @@ class GroupLassoSVM:
         returned weights (in their dtype) against the float64 dual solution, and ``info.converged`` holds
         only where that meets ``tol``: a float32 answer reported converged is converged in float32.
         """
-        x, y = support.detach().double(), onehot.double()
-        exact, info, exact_weights = self._solve_dual(x, y, init)
+        features, y = self._features(support), onehot.double()
+        exact, info, exact_weights = self._solve_dual(features, y, init)
         columns = None if without_group_lasso(self.lambda1) else nonzero_rows(exact_weights)
         dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self, columns)
         weights = weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
         if support.dtype != torch.float64:
             with torch.no_grad():
                 returned = weights.detach().double()
-                primal = svm_primal_objective(returned, x, y, self.lambda1, self.lambda2, self.dual_reg)
+                primal = features.primal_objective(self, returned, y)
                 dual = dual_from_weights(exact_weights, exact, y, self.lambda2, self.dual_reg)
                 info.residual = torch.maximum(info.residual, relative_gap(primal, dual, y))
                 if self.tol is not None:

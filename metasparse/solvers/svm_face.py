@@ -30,15 +30,17 @@ __all__ = ["Face", "active_features", "face_of", "feature_norms", "reduced_dual_
 
 
 class Face(NamedTuple):
-    """The dual entries that may move, gathered per task: entries of rows with at least two free entries
-    (a row with one cannot move under its sum constraint), padded to the batch's largest count. The
-    last entry of each such row is its pivot; the others are the reduced system's unknowns."""
+    """The reduced system's unknowns, gathered per task and padded to the batch's largest count. The
+    entries that may move are those of rows with at least two free entries (a row with one cannot move
+    under its sum constraint); the last of each such row is its pivot, which the sum constraint
+    eliminates, and the others are the unknowns. Pivots are not in the system, so its size is the
+    number of unknowns (padding aside), not the number of movable entries."""
 
     entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K)
     samples: torch.Tensor  # (B, m) row i of each entry (padding included)
     classes: torch.Tensor  # (B, m) class k of each entry (padding included)
     pivot_classes: torch.Tensor  # (B, m) class of the pivot of each entry's row (padding included)
-    unknown: torch.Tensor  # (B, m) bool: a face entry that is not its row's pivot
+    unknown: torch.Tensor  # (B, m) bool: an unknown, not padding
     n_classes: int  # K
 
 
@@ -47,21 +49,20 @@ def face_of(free: torch.Tensor) -> Face:
 
     Example:
         >>> face = face_of(torch.tensor([[[True, True], [True, False]]]))
-        >>> face.entries, face.unknown
-        (tensor([[0, 1]]), tensor([[ True, False]]))
+        >>> face.entries, face.pivot_classes, face.unknown
+        (tensor([[0]]), tensor([[1]]), tensor([[True]]))
     """
     batch, n, k = free.shape
     movable = free & (free.sum(dim=-1, keepdim=True) >= 2)
     # the pivot of a row is its last movable entry: the largest class index among them
     classes_in_row = torch.arange(k, device=free.device).expand(batch, n, k)
     pivots = torch.where(movable, classes_in_row, -1).amax(dim=-1)  # (B, n)
-    movable = movable.reshape(batch, n * k)
-    width = max(1, int(movable.sum(dim=1).max()))
-    entries = torch.argsort((~movable).to(torch.int8), dim=1, stable=True)[:, :width]
+    unknowns = (movable & (classes_in_row != pivots[..., None])).reshape(batch, n * k)
+    width = max(1, int(unknowns.sum(dim=1).max()))
+    entries = torch.argsort((~unknowns).to(torch.int8), dim=1, stable=True)[:, :width]
     samples, classes = entries // k, entries % k
     pivot_classes = pivots.gather(1, samples).clamp_min(0)
-    unknown = movable.gather(1, entries) & (classes != pivot_classes)
-    return Face(entries, samples, classes, pivot_classes, unknown, k)
+    return Face(entries, samples, classes, pivot_classes, unknowns.gather(1, entries), k)
 
 
 def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
@@ -97,9 +98,9 @@ def _eliminated_classes(face: Face, dtype: torch.dtype) -> torch.Tensor:
 def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters,
                          face: Face, gram: torch.Tensor | None = None) -> torch.Tensor:
     r"""(B, m, m) $T^\top H T$: the Hessian of D at $V = X^\top(Y - \alpha)$ on ``face`` with each row's
-    sum constraint eliminated, through the active features only; identity on the entries that are not
-    unknowns. With ``lambda1 = 0`` it does not depend on V (pass ``None``) and is built from ``gram``,
-    $X X^\top$, when given.
+    sum constraint eliminated, through the active features only; identity on the padding (the entries
+    that are not unknowns). With ``lambda1 = 0`` it does not depend on V (pass ``None``) and is built
+    from ``gram``, $X X^\top$, when given.
 
     The Jacobian of BST on an active row is $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with
     $t_j = \lambda_1 / \|v_j\|$, and zero on inactive rows; so

@@ -153,8 +153,8 @@ def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) ->
         True
     """
     nonzero = weights.detach().abs().amax(dim=-1) > 0
-    width = int(nonzero.sum(dim=-1).max())
-    if 4 * width >= weights.shape[1]:  # dense enough (a working set): no index to build
+    width = int(nonzero.sum(dim=-1).max()) if nonzero.numel() else weights.shape[1]
+    if 4 * width >= weights.shape[1]:  # dense enough (a working set, or empty): no index to build
         return support @ weights
     rows = _first_rows(nonzero, width)
     nonzero_weights = weights.gather(1, rows[..., None].expand(-1, -1, weights.shape[-1]))

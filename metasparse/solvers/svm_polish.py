@@ -12,12 +12,12 @@ import torch
 
 from metasparse.solvers.fista import FistaResult
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_face import feature_norms, select_features
-from metasparse.solvers.svm_objective import gap_of, per_task, without_group_lasso
+from metasparse.solvers.svm_objective import per_task
 from metasparse.solvers.svm_working_set import WORKING_SET_MIN, first_order_solve
 
 if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
+    from metasparse.solvers.svm_features import SupportFeatures
 
 __all__ = ["POLISH_FEATURE_MARGIN", "POLISH_GAP_FLOOR", "POLISH_SETTLED", "POLISH_STEPS", "REFINE_FACTOR",
            "REFINE_ROUNDS", "polish", "polish_and_refine"]
@@ -36,7 +36,7 @@ REFINE_ROUNDS = 2
 """... at most this many times."""
 
 
-def polish_and_refine(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
+def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
                       result: FistaResult, full: DualProblem | None = None) -> FistaResult:
     """Newton-polish the converged tasks; where that does not settle, solve further and polish again.
 
@@ -46,15 +46,15 @@ def polish_and_refine(solver: GroupLassoSVM, support: torch.Tensor, onehot: torc
     FISTA to ``tol`` x 1e-2, then 1e-4, and polished again; ``iterations`` and ``converged`` keep
     describing the solve at ``tol``. ``full``: as in `first_order_solve`.
     """
-    polished = polish(solver, support, onehot, result, result.converged, full)
+    polished = polish(solver, features, onehot, result, result.converged, full)
     tol = solver.tol
     for _ in range(REFINE_ROUNDS):
         unsettled = result.converged & (polished.residual > POLISH_SETTLED)
         if not bool(unsettled.any()):
             break
         tol *= REFINE_FACTOR
-        refined = first_order_solve(solver, support, onehot, polished.solution, tol, full)
-        refined = polish(solver, support, onehot, refined, unsettled, full)
+        refined = first_order_solve(solver, features, onehot, polished.solution, tol, full)
+        refined = polish(solver, features, onehot, refined, unsettled, full)
         better = unsettled & (refined.residual < polished.residual)
         polished = polished._replace(
             solution=torch.where(better[:, None, None], refined.solution, polished.solution),
@@ -62,7 +62,7 @@ def polish_and_refine(solver: GroupLassoSVM, support: torch.Tensor, onehot: torc
     return polished
 
 
-def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, result: FistaResult,
+def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor, result: FistaResult,
            tasks: torch.Tensor, full: DualProblem | None = None) -> FistaResult:
     """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap.
 
@@ -70,17 +70,16 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
     before the steps settle on the optimal face; a task whose final gap is not lower keeps its
     starting point. With ``lambda1 > 0`` the steps see only the features within a factor
     ``POLISH_FEATURE_MARGIN`` of their threshold; the final gap is that of the full problem.
-    ``full``: as in `first_order_solve`.
+    ``full``: the problem on all features, when the solve was on all of them (`first_order_solve`).
     """
     alpha, residual = result.solution, result.residual
-    if not without_group_lasso(solver.lambda1) and support.shape[-1] > WORKING_SET_MIN:
+    if full is None:
         scores = result.feature_norms
-        scores = feature_norms(support, onehot - alpha) if scores is None else scores
+        scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
-        features, _ = select_features(support, scores, max(size, WORKING_SET_MIN))
-        problem = DualProblem(solver, features, onehot)
-    else:  # all the features: the caller's problem, when it built one
-        full = full if full is not None else DualProblem(solver, support, onehot)
+        columns = scores.topk(max(size, WORKING_SET_MIN), dim=-1).indices
+        problem = DualProblem(solver, features.columns(columns), onehot)
+    else:
         problem = full
     pending = tasks & (residual > POLISH_GAP_FLOOR)
     for _ in range(POLISH_STEPS):
@@ -90,7 +89,7 @@ def polish(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor, r
         pending &= (moved != alpha).flatten(1).any(dim=1)
         alpha = moved
         pending &= problem.gap(alpha) > POLISH_GAP_FLOOR
-    polished = full.gap(alpha) if full is not None else gap_of(solver, support, onehot, alpha)
+    polished = problem.gap(alpha) if full is not None else features.gap(solver, onehot, alpha)
     better = polished < residual
     return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
                            residual=torch.where(better, polished, residual), feature_norms=None)

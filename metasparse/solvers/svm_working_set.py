@@ -14,11 +14,11 @@ import torch
 from metasparse.solvers.fista import FistaResult, fista
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_face import feature_norms, select_features
-from metasparse.solvers.svm_objective import gap_of, per_task, without_group_lasso
+from metasparse.solvers.svm_objective import per_task, without_group_lasso
 
 if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
+    from metasparse.solvers.svm_features import SupportFeatures
 
 __all__ = ["NEWTON_FROM", "NEWTON_STEPS", "WORKING_SET_FIRST_TOL", "WORKING_SET_GROWTH", "WORKING_SET_MIN",
            "first_order_solve", "fista_on", "newton_on", "solved_on_all_features"]
@@ -35,22 +35,23 @@ NEWTON_STEPS = 20
 """... at most this many in a row (then FISTA again)."""
 
 
-def solved_on_all_features(solver: GroupLassoSVM, support: torch.Tensor, tol: float | None) -> bool:
+def solved_on_all_features(solver: GroupLassoSVM, support: torch.Tensor | SupportFeatures,
+                           tol: float | None) -> bool:
     """Whether the dual is solved on all of ``support``'s features, not on a working set."""
     return without_group_lasso(solver.lambda1) or tol is None or support.shape[-1] <= WORKING_SET_MIN
 
 
-def first_order_solve(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
+def first_order_solve(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
                       alpha: torch.Tensor, tol: float | None, full: DualProblem | None = None,
                       scores: torch.Tensor | None = None) -> FistaResult:
-    """FISTA from ``alpha`` to ``tol``, on a working set of features where that pays; ``full`` is the
-    problem on all of ``support`` when the caller has built it (its Gram matrix is then reused).
+    """FISTA from ``alpha`` to ``tol``, on a working set of ``features`` where that pays; ``full`` is the
+    problem on all of them when the caller has built it (its Gram matrix is then reused).
     ``scores`` (B, d) pick the first working set (default: the feature norms at ``alpha``); a
     working-set solve returns the feature norms at its solution (``FistaResult.feature_norms``)."""
-    if solved_on_all_features(solver, support, tol):
-        problem = full if full is not None else DualProblem(solver, support, onehot)
+    if solved_on_all_features(solver, features, tol):
+        problem = full if full is not None else DualProblem(solver, features.support.double(), onehot)
         return fista_on(solver, problem, alpha, solver.max_iter, tol)
-    return _fista_on_working_set(solver, support, onehot, alpha, tol, scores)
+    return _fista_on_working_set(solver, features, onehot, alpha, tol, scores)
 
 
 def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, max_iter: int,
@@ -95,23 +96,23 @@ def newton_on(problem: DualProblem, result: FistaResult, max_iter: int, tol: flo
     return FistaResult(alpha, iterations, residual <= tol, residual)
 
 
-def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: torch.Tensor,
+def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
                           alpha: torch.Tensor, tol: float, scores: torch.Tensor | None) -> FistaResult:
     """FISTA on the features with the largest scores, in rounds: each round starts from the last
     solution, doubles the working set while features outside it violate their optimality condition,
     and tightens its tolerance from ``WORKING_SET_FIRST_TOL`` by 10x down to ``tol``."""
-    batch, _, d = support.shape
-    iterations = torch.zeros(batch, dtype=torch.long, device=support.device)
-    scores = feature_norms(support, onehot - alpha) if scores is None else scores
+    batch, _, d = features.shape
+    iterations = torch.zeros(batch, dtype=torch.long, device=onehot.device)
+    scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
     threshold = per_task(solver.lambda1, scores)
     size, round_tol = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL)
     while True:
-        working, columns = select_features(support, scores, size)
-        result = fista_on(solver, DualProblem(solver, working, onehot), alpha,
+        columns = scores.topk(size, dim=-1).indices
+        result = fista_on(solver, DualProblem(solver, features.columns(columns), onehot), alpha,
                           max(1, solver.max_iter - int(iterations.max())), round_tol)
         iterations = iterations + result.iterations
         alpha = result.solution
-        scores = feature_norms(support, onehot - alpha)
+        scores = features.norms(onehot - alpha, solver.lambda1)
         outside = scores.scatter(1, columns, 0.0) > threshold
         if int(iterations.max()) >= solver.max_iter or (round_tol == tol and not bool(outside.any())):
             break
@@ -126,7 +127,7 @@ def _fista_on_working_set(solver: GroupLassoSVM, support: torch.Tensor, onehot: 
     violating = outside.any(dim=-1)
     residual = result.residual
     if bool(violating.any()):
-        residual = torch.where(violating, gap_of(solver, support, onehot, alpha), residual)
+        residual = torch.where(violating, features.gap(solver, onehot, alpha, scores), residual)
     converged = result.converged & ~violating
     iterations = torch.where(converged, iterations, solver.max_iter)
     return FistaResult(alpha, iterations, converged, residual, scores)

@@ -1,0 +1,129 @@
+r"""The support features of a working-set solve, read at full width in the caller's precision only.
+
+A working-set solve of the group-lasso SVM dual needs two things from all $d$ features: the norms of
+the rows of $X^\top(Y - \alpha)$ (a feature is active iff its norm exceeds $\lambda_1$), and the
+columns of the features a problem works on, in float64. `SupportFeatures` computes the norms in the
+dtype of the features (float32 at ResNet-12 size: d = 16000, 15 shots) and recomputes in float64 the
+few norms that float32 cannot place on either side of the threshold, so that every comparison with
+$\lambda_1$ is that of float64; the columns are gathered first, then converted. The (B, n, d) features
+are never copied to float64. Float64 features (and the solves on all features, which need them) keep
+the float64 code path: full-width products, no recomputation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metasparse.solvers.svm_face import feature_norms
+from metasparse.solvers.svm_objective import (
+    SVMParameters,
+    dual_from_weights,
+    feature_columns,
+    nonzero_rows,
+    per_task,
+    relative_gap,
+    svm_primal_objective,
+    weights_from_dual_residual,
+)
+
+__all__ = ["SupportFeatures"]
+
+
+class SupportFeatures:
+    r"""(B, n, d) support features in their own dtype, with float64 norms near a threshold and float64
+    columns on demand.
+
+    In float32, a row of $X^\top R$ ($R = Y - \alpha$, rounded to float32) is off by at most
+    $\gamma_{n+1} \max|X| \|R\|_1$ in norm (recursive summation, $\gamma_m = m u$ with $u$ the unit
+    roundoff), and its norm adds $\gamma_{K+2}$ relative: a norm within twice the sum of both of the
+    threshold is recomputed in float64.
+
+    Args:
+        support: (B, n, d) features, any float dtype, without gradient.
+
+    Example:
+        >>> from metasparse.solvers.svm_face import feature_norms
+        >>> X = torch.randn(2, 6, 40); Y = torch.eye(3).repeat(2, 2, 1).double()
+        >>> norms = SupportFeatures(X).norms(Y - 1 / 3, threshold=1.0)
+        >>> bool(((norms > 1.0) == (feature_norms(X.double(), Y - 1 / 3) > 1.0)).all())
+        True
+    """
+
+    def __init__(self, support: torch.Tensor) -> None:
+        self.support = support.detach()
+        self.shape = self.support.shape
+        self.exact = self.support.dtype == torch.float64
+        if not self.exact:
+            self._max_abs = self.support.abs().amax(dim=(1, 2)).double()  # (B,)
+
+    def __getitem__(self, tasks: torch.Tensor) -> SupportFeatures:
+        """These features for the tasks ``tasks`` (indices)."""
+        restricted = SupportFeatures.__new__(SupportFeatures)
+        restricted.support, restricted.exact = self.support[tasks], self.exact
+        restricted.shape = restricted.support.shape
+        if not self.exact:
+            restricted._max_abs = self._max_abs[tasks]
+        return restricted
+
+    def columns(self, index: torch.Tensor) -> torch.Tensor:
+        """The (B, n, width) float64 columns ``index`` (B, width)."""
+        return feature_columns(self.support, index).double()
+
+    def norms(self, dual_residual: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+        """(B, d) float64 norms of the rows of X^T (Y - alpha) from ``dual_residual = Y - alpha``
+        (float64), exact (float64) wherever rounding could put one on the other side of ``threshold``
+        (a float or (B,) per task)."""
+        if self.exact:
+            return feature_norms(self.support, dual_residual)
+        norms = feature_norms(self.support, dual_residual.to(self.support.dtype)).double()
+        unit = torch.finfo(self.support.dtype).eps / 2
+        n, k = dual_residual.shape[1], dual_residual.shape[2]
+        row_error = (n + 1) * unit * self._max_abs * dual_residual.abs().sum(dim=(1, 2))  # (B,)
+        threshold = per_task(threshold, norms)
+        margin = 2 * (row_error[:, None] + (k + 2) * unit * norms)
+        uncertain = (norms - threshold).abs() <= margin
+        count = int(uncertain.sum(dim=-1).max())
+        if count == 0:
+            return norms
+        index = uncertain.to(torch.int8).topk(count, dim=-1).indices  # uncertain first, then others
+        exact = feature_norms(self.columns(index), dual_residual)
+        return norms.scatter(1, index, torch.where(uncertain.gather(1, index), exact, norms.gather(1, index)))
+
+    def active_columns(self, norms: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
+        """(B, width) indices of the features whose ``norms`` exceed ``threshold``, as many as the task
+        with the most (at least 1); in tasks with fewer, the largest inactive norms fill in."""
+        active = norms > per_task(threshold, norms)
+        return norms.topk(max(1, int(active.sum(dim=-1).max())), dim=-1).indices
+
+    def weights(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
+                norms: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, d, K) float64 W(alpha); from float32 features, through the active columns (``norms`` at
+        alpha when known): the other rows are exactly zero."""
+        lambda1 = parameters.lambda1
+        if self.exact:
+            return weights_from_dual_residual(self.support, onehot - alpha, lambda1, parameters.lambda2)
+        norms = self.norms(onehot - alpha, lambda1) if norms is None else norms
+        index = self.active_columns(norms, lambda1)
+        rows = weights_from_dual_residual(self.columns(index), onehot - alpha, lambda1, parameters.lambda2)
+        weights = rows.new_zeros(*self.shape[::2], onehot.shape[-1])
+        return weights.scatter(1, index[..., None].expand_as(rows), rows)
+
+    def gap(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
+            norms: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) relative duality gap of the problem on all d features at alpha, through its active
+        columns: the inactive features add nothing to W(alpha), to X W or to D."""
+        weights = self.weights(parameters, onehot, alpha, norms)
+        primal = self.primal_objective(parameters, weights, onehot)
+        return relative_gap(primal, dual_from_weights(weights, alpha, onehot, parameters.lambda2,
+                                                      parameters.dual_reg), onehot)
+
+    def primal_objective(self, parameters: SVMParameters, weights: torch.Tensor,
+                         onehot: torch.Tensor) -> torch.Tensor:
+        """(B,) P(W) in float64 for float64 ``weights`` (B, d, K), through their nonzero rows."""
+        if self.exact:
+            return svm_primal_objective(weights, self.support, onehot, parameters.lambda1,
+                                        parameters.lambda2, parameters.dual_reg)
+        index = nonzero_rows(weights)
+        rows = weights.gather(1, index[..., None].expand(-1, -1, weights.shape[-1]))
+        return svm_primal_objective(rows, self.columns(index), onehot, parameters.lambda1,
+                                    parameters.lambda2, parameters.dual_reg)
