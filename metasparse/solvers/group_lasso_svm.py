@@ -4,7 +4,8 @@ The problem, its dual and the duality gap are in `metasparse.solvers.svm_objecti
 $nK$ variables whatever $d$ is; it is solved by FISTA with projections onto the simplex and projected
 Newton steps on the faces of the simplices, on a working set of features
 (`metasparse.solvers.svm_working_set`), stopped on the relative duality gap and polished by Newton
-steps on the optimal face (`metasparse.solvers.svm_polish`). Gradients come from
+steps on the optimal face (`metasparse.solvers.svm_polish`); float32 features are read at full width in
+float32 only (`metasparse.solvers.svm_features`). Gradients come from
 the implicit function theorem on the dual's optimality conditions restricted to that face
 (`metasparse.solvers.svm_implicit`), with a Hessian that involves only the active features
 (`metasparse.solvers.svm_face`).
@@ -140,7 +141,9 @@ class GroupLassoSVM:
         the implicit gradient, sensitive near the thresholds of BST) accurate far below ``tol``. The dual
         is always solved in float64: it has only nK variables, the products with the d features are
         few (the Gram matrix once, or the working set), and in float32 the gradient of a dual whose
-        kernel has entries ~1e4 (ReLU features, d = 16000) is too noisy to get below a gap of ~1e-2.
+        kernel has entries ~1e4 (ReLU features, d = 16000) is too noisy to get below a gap of ~1e-2. On a
+        working set only its columns are converted to float64; the norms that screen all d features
+        are computed in the features' dtype, exact near ``lambda1`` (`SupportFeatures`).
         Tasks whose solution is known in closed form (``lambda1 >= lambda1_max``, which includes all-zero
         features, and one class) are answered at once with 0 iterations.
 
