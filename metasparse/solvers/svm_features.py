@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from metasparse.solvers.svm_face import feature_norms
+from metasparse.solvers.svm_face import active_features, feature_norms, select_features
 from metasparse.solvers.svm_objective import (
     SVMParameters,
     dual_from_weights,
@@ -42,7 +42,7 @@ class SupportFeatures:
         support: (B, n, d) features, any float dtype, without gradient.
 
     Example:
-        >>> from metasparse.solvers.svm_face import feature_norms
+        >>> from metasparse.solvers.svm_face import active_features, feature_norms, select_features
         >>> X = torch.randn(2, 6, 40); Y = torch.eye(3).repeat(2, 2, 1).double()
         >>> norms = SupportFeatures(X).norms(Y - 1 / 3, threshold=1.0)
         >>> bool(((norms > 1.0) == (feature_norms(X.double(), Y - 1 / 3) > 1.0)).all())
@@ -69,6 +69,11 @@ class SupportFeatures:
         """The (B, n, width) float64 columns ``index`` (B, width)."""
         return feature_columns(self.support, index).double()
 
+    def select(self, scores: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, n, size) float64 columns with the largest ``scores`` (B, d), and their indices."""
+        working, index = select_features(self.support, scores, size)
+        return working.double(), index
+
     def norms(self, dual_residual: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
         """(B, d) float64 norms of the rows of X^T (Y - alpha) from ``dual_residual = Y - alpha``
         (float64), exact (float64) wherever rounding could put one on the other side of ``threshold``
@@ -89,12 +94,6 @@ class SupportFeatures:
         exact = feature_norms(self.columns(index), dual_residual)
         return norms.scatter(1, index, torch.where(uncertain.gather(1, index), exact, norms.gather(1, index)))
 
-    def active_columns(self, norms: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
-        """(B, width) indices of the features whose ``norms`` exceed ``threshold``, as many as the task
-        with the most (at least 1); in tasks with fewer, the largest inactive norms fill in."""
-        active = norms > per_task(threshold, norms)
-        return norms.topk(max(1, int(active.sum(dim=-1).max())), dim=-1).indices
-
     def weights(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
                 norms: torch.Tensor | None = None) -> torch.Tensor:
         """(B, d, K) float64 W(alpha); from float32 features, through the active columns (``norms`` at
@@ -103,8 +102,8 @@ class SupportFeatures:
         if self.exact:
             return weights_from_dual_residual(self.support, onehot - alpha, lambda1, parameters.lambda2)
         norms = self.norms(onehot - alpha, lambda1) if norms is None else norms
-        index = self.active_columns(norms, lambda1)
-        rows = weights_from_dual_residual(self.columns(index), onehot - alpha, lambda1, parameters.lambda2)
+        active, index = active_features(self.support, norms, lambda1)
+        rows = weights_from_dual_residual(active.double(), onehot - alpha, lambda1, parameters.lambda2)
         weights = rows.new_zeros(*self.shape[::2], onehot.shape[-1])
         return weights.scatter(1, index[..., None].expand_as(rows), rows)
 

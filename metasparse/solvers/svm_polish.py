@@ -77,8 +77,8 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
         scores = result.feature_norms
         scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
-        columns = scores.topk(max(size, WORKING_SET_MIN), dim=-1).indices
-        problem = DualProblem(solver, features.columns(columns), onehot)
+        working, _ = features.select(scores, max(size, WORKING_SET_MIN))
+        problem = DualProblem(solver, working, onehot)
     else:
         problem = full
     pending = tasks & (residual > POLISH_GAP_FLOOR)

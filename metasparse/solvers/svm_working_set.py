@@ -107,8 +107,8 @@ def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, oneh
     threshold = per_task(solver.lambda1, scores)
     size, round_tol = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL)
     while True:
-        columns = scores.topk(size, dim=-1).indices
-        result = fista_on(solver, DualProblem(solver, features.columns(columns), onehot), alpha,
+        working, columns = features.select(scores, size)
+        result = fista_on(solver, DualProblem(solver, working, onehot), alpha,
                           max(1, solver.max_iter - int(iterations.max())), round_tol)
         iterations = iterations + result.iterations
         alpha = result.solution
