@@ -1,13 +1,14 @@
 """The paper's 3D Shapes disentanglement comparison and support-violation study, at four budgets.
 
-Up to four studies, each a resumable sweep (`metasparse.experiments.disentangle.run_sweep`) under
+Up to five studies, each a resumable sweep (`metasparse.experiments.disentangle.run_sweep`) under
 ``benchmarks/results/disentangle-<budget>/<study>/``:
 
 * ``correlation``: inner lasso vs inner ridge vs ridge + ICA over the correlation rho;
 * ``support``: inner lasso on block-support tasks (blocks of 2, 3, 6 factors);
 * ``lambda``: inner lasso at other lambda / lambda_max (``paper`` and ``medium`` only);
 * ``seeds``: inner lasso and ridge at rho = 0.9 with seeds 1 and 2 (``medium`` only: the ``paper``
-  budget's correlation study already has three seeds).
+  budget's correlation study already has three seeds);
+* ``ridge``: inner ridge (and ridge + ICA) at other ridge ratios at rho = 0.9 (``paper`` and ``medium``).
 
 Budgets (every other setting is `metasparse.train.bilevel.DisentangleConfig`'s default, the paper's
 README run: 8 tasks of 25 + 25 shared samples, lambda = 0.3 lambda_max, AdamW 1e-3, rho = 0.9 where not
@@ -23,11 +24,12 @@ swept, jitter 1, noise ratio 0.1, non-empty Bernoulli(0.5) supports):
 * ``medium`` (the same CPU, one run per core, about 20 minutes a run, over several sittings): 3,000
   steps, where the ``long`` lasso's validation MCC has reached 0.93 of its final 0.94, with validation
   on 256 tasks every 500 steps and the reduced evaluation; the paper's rho grid, seed 0; blocks 2 and 3;
-  lambda 0.1, 0.2, 0.5 and 0.7 lambda_max.
+  lambda 0.1, 0.2, 0.5 and 0.7 lambda_max; ridge ratios 0.03, 0.1, 0.3 and 1.
 
 The ``lambda`` study runs the inner lasso at other lambda / lambda_max at rho = 0.9 (the paper's
 figures take the best lambda of its grid {0.01, 0.03, 0.1, 0.3, 1} for each seed; 1 gives w = 0 in every
-task, so it is left out here).
+task, so it is left out here). The ``ridge`` study does the same for the baselines: the paper's code
+sweeps the ridge weight over the same grid (the correlation study runs its default, 0.01).
 
 Example:
     From a clone of the repository::
@@ -50,7 +52,7 @@ from metasparse.train.bilevel import DisentangleConfig
 __all__ = ["BUDGETS", "RESULTS_DIR", "STUDIES", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-STUDIES = ("correlation", "support", "lambda", "seeds")
+STUDIES = ("correlation", "support", "lambda", "seeds", "ridge")
 
 BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {"config": {"steps": 20_000, "validate_every": 1000, "val_tasks": 1000, "eval_samples": 0,
@@ -59,7 +61,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
                                        seeds=(0, 1, 2)),
               "support": SweepGrid(rhos=(0.9,), block_sizes=(2, 3, 6), methods=("lasso",), seeds=(0, 1, 2)),
               "lambda": SweepGrid(rhos=(0.9,), methods=("lasso",), lambda_ratios=(0.01, 0.03, 0.1),
-                                  seeds=(0, 1, 2))},
+                                  seeds=(0, 1, 2)),
+              "ridge": SweepGrid(rhos=(0.9,), methods=("ridge",), ridge_ratios=(0.03, 0.1, 0.3, 1.0),
+                                 seeds=(0, 1, 2))},
     "reduced": {"config": {"steps": 500, "validate_every": 100, "val_tasks": 64, "probe_samples": 2048,
                            "eval_samples": 20_000, "ica_samples": 20_000},
                 "correlation": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(0,)),
@@ -75,7 +79,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
                "support": SweepGrid(rhos=(0.9,), block_sizes=(2, 3), methods=("lasso",), seeds=(0,)),
                "lambda": SweepGrid(rhos=(0.9,), methods=("lasso",), lambda_ratios=(0.1, 0.2, 0.5, 0.7),
                                    seeds=(0,)),
-               "seeds": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(1, 2))},
+               "seeds": SweepGrid(rhos=(0.9,), methods=("lasso", "ridge"), seeds=(1, 2)),
+               "ridge": SweepGrid(rhos=(0.9,), methods=("ridge",), ridge_ratios=(0.03, 0.1, 0.3, 1.0),
+                                  seeds=(0,))},
 }
 
 
