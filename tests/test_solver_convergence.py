@@ -16,14 +16,15 @@ def backbone_batch(seed: int, dtype: torch.dtype = torch.float32) -> tuple[torch
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ratio", [0.1, 0.3, 0.6])
-def test_every_task_converges_within_the_default_budget(ratio):
-    # before: 3/8 tasks at 0.1 (relative gap up to 0.87 after max_iter=1000), 850 iterations at 0.3
+@pytest.mark.parametrize(("ratio", "most_iterations"), [(0.1, 350), (0.3, 350), (0.6, 500)])
+def test_every_task_converges_within_the_default_budget(ratio, most_iterations):
+    # first: 3/8 tasks at 0.1 (relative gap up to 0.87 after max_iter=1000), 850 iterations at 0.3; with
+    # FISTA back to a gap of 1e-2 in every working-set round: 428 / 440 / 411 (now 258 / 285 / 411)
     support, onehot, _, lambda1_max = backbone_batch(seed=1)
     solver = GroupLassoSVM(ratio * float(lambda1_max.median()), 10.0, 1.0)
     _, info = solver.solve(support, onehot)
     assert bool(info.converged.all()) and float(info.residual.max()) <= 1e-4, info.summary()
-    assert int(info.iterations.max()) < 700, info.summary()
+    assert int(info.iterations.max()) < most_iterations, info.summary()
     assert bool(info.gradient_trusted.all()) and bool((info.active > 0).all())
 
 
