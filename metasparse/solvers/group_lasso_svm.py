@@ -69,13 +69,14 @@ class GroupLassoSVM:
         check_every: Iterations between two duality-gap evaluations.
         newton: Use projected Newton steps on the current face of the simplices, kept where they
             lower the dual objective: with ``lambda1 = 0`` whenever FISTA stalls (its gap fell by less
-            than a fifth over ``check_every`` iterations); with ``lambda1 > 0`` from a gap of 1e-2 down
-            to ``tol`` in the last rounds of the working set (`metasparse.solvers.svm_working_set`); and
+            than a fifth over ``check_every`` iterations); with ``lambda1 > 0`` from a gap of 1e-2 in the
+            first round of the working set and of 0.3 in the later ones, which start near the optimal
+            face (`metasparse.solvers.svm_working_set`); and
             as a final polish of every converged solve. The dual's conditioning is that of the kernel,
             bad for large backbone features (ReLU, d = 16000, 15 shots: five eigenvalues of the Gram
             matrix, one per class mean, sit 20-60x above the rest): FISTA alone needed 850 iterations
             at 0.3 lambda1_max and missed ``max_iter=1000`` at 0.1 on 5 of 8 tasks; with the Newton
-            steps every task converges in 350-650 (`tests/test_solver_convergence.py`). The polish
+            steps every task converges in 200-420 (`tests/test_solver_convergence.py`). The polish
             makes the solution, and so the implicit gradient, accurate far below ``tol``, with and
             without a gradient. Each Newton step counts as one iteration.
 
