@@ -76,7 +76,7 @@ class GroupLassoSVM:
             bad for large backbone features (ReLU, d = 16000, 15 shots: five eigenvalues of the Gram
             matrix, one per class mean, sit 20-60x above the rest): FISTA alone needed 850 iterations
             at 0.3 lambda1_max and missed ``max_iter=1000`` at 0.1 on 5 of 8 tasks; with the Newton
-            steps every task converges in 200-420 (`tests/test_solver_convergence.py`). The polish
+            steps every task converges in 190-410 (`tests/test_solver_convergence.py`). The polish
             makes the solution, and so the implicit gradient, accurate far below ``tol``, with and
             without a gradient. Each Newton step counts as one iteration.
 
