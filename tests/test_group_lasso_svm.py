@@ -18,8 +18,8 @@ from metasparse.solvers.group_lasso_svm import (
 )
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_implicit import dual_vjp
-from metasparse.solvers.svm_objective import nonzero_rows, svm_primal_weights
+from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
+from metasparse.solvers.svm_objective import weights_from_dual_residual
 
 # (lambda1, lambda2, dual_reg): MetaOptNet-SVM, a mild and a strongly sparse group lasso, the paper's lambda2
 SETTINGS = [(0.0, 10.0, 1.0), (1.0, 10.0, 1.0), (3.0, 1.0, 0.5), (2.0, 1000.0, 1.0)]
@@ -185,20 +185,30 @@ def test_native_gradient_matches_finite_differences_on_a_working_set():
     assert abs(analytic - directional_fd(loss, (support,), (direction,))) <= 1e-3 * abs(analytic)
 
 
-def test_implicit_backward_through_the_active_columns_is_the_one_through_all_features():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_weights_through_the_active_columns_are_the_ones_through_all_features(dtype):
+    # solve() computes W(alpha*) and its implicit gradient on the active columns only; the reference
+    # takes both through all d features
     support, labels = episode(3, 4, 3, 90, seed=23)
-    support = torch.relu(support)
-    onehot = torch.nn.functional.one_hot(labels, 4).double()
-    lambda1 = 0.3 * float(svm_lambda1_max(support, onehot, 10.0, 1.0).min())
+    support = torch.relu(support).to(dtype)
+    onehot = torch.nn.functional.one_hot(labels, 4).to(dtype)
+    lambda1 = 0.3 * float(svm_lambda1_max(support.double(), onehot.double(), 10.0, 1.0).min())
     solver = GroupLassoSVM(lambda1, 10.0, 1.0, **TIGHT)
+    direction = torch.randn(3, 90, 4, generator=torch.Generator().manual_seed(24), dtype=dtype)
+    x = support.clone().requires_grad_(True)
+    weights, _ = solver.solve(x, onehot)
+    (weights * direction).sum().backward()
     alpha, _ = solver.solve_dual(support, onehot)
-    columns = nonzero_rows(svm_primal_weights(support, onehot, alpha, lambda1, 10.0))
-    assert 0 < columns.shape[1] < 90
-    grad_alpha = torch.randn(alpha.shape, generator=torch.Generator().manual_seed(24), dtype=torch.float64)
-    through_all = dual_vjp(support, alpha, onehot, solver, grad_alpha)
-    through_active = dual_vjp(support, alpha, onehot, solver, grad_alpha, columns)
-    assert float(through_all.abs().max()) > 0
-    torch.testing.assert_close(through_active, through_all, atol=1e-12, rtol=1e-10)
+    x_all = support.clone().requires_grad_(True)
+    residual = dual_residual_with_implicit_gradient(x_all, onehot, alpha.double(), solver)
+    reference = weights_from_dual_residual(x_all, residual, lambda1, 10.0)
+    (reference * direction).sum().backward()
+    active = int((weights.detach().abs().amax(-1) > 0).sum(-1).max())
+    assert 0 < active < 90
+    assert float(x.grad.abs().max()) > 0
+    tolerance = {"atol": 1e-12, "rtol": 1e-10} if dtype == torch.float64 else {"atol": 1e-6, "rtol": 1e-5}
+    torch.testing.assert_close(weights.detach(), reference.detach(), **tolerance)
+    torch.testing.assert_close(x.grad, x_all.grad, **tolerance)
 
 
 def test_default_tolerance_gradient_is_accurate_where_many_features_sit_near_their_threshold():

@@ -26,6 +26,7 @@ from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
     check_svm_parameters,
     dual_from_weights,
+    feature_columns,
     nonzero_rows,
     per_task,
     relative_gap,
@@ -208,6 +209,22 @@ class GroupLassoSVM:
             result = polish_and_refine(self, features, onehot, result, full)
         return result
 
+    def _weights_with_implicit_gradient(self, support: torch.Tensor, onehot: torch.Tensor,
+                                        exact: torch.Tensor, exact_weights: torch.Tensor) -> torch.Tensor:
+        """W(alpha*) (B, d, K) in the dtype of ``support``, differentiable in it (implicit gradient through
+        alpha*, at the float64 ``exact``). With ``lambda1 > 0`` both are computed on the columns of the
+        nonzero rows of ``exact_weights`` only: the other features get no gradient and zero rows, so the
+        forward and backward passes over all d features reduce to one gather and one scatter."""
+        if without_group_lasso(self.lambda1):
+            dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
+            return weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
+        columns = nonzero_rows(exact_weights)
+        active = feature_columns(support, columns)
+        dual_residual = dual_residual_with_implicit_gradient(active, onehot, exact, self)
+        rows = weights_from_dual_residual(active, dual_residual, self.lambda1, self.lambda2)
+        weights = rows.new_zeros(support.shape[0], support.shape[-1], rows.shape[-1])
+        return weights.scatter(1, columns[..., None].expand_as(rows), rows)
+
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
         """Primal weights (B, d, K) in the dtype of ``support``, differentiable in it, and diagnostics.
@@ -218,9 +235,7 @@ class GroupLassoSVM:
         """
         features, y = self._features(support), onehot.double()
         exact, info, exact_weights = self._solve_dual(features, y, init)
-        columns = None if without_group_lasso(self.lambda1) else nonzero_rows(exact_weights)
-        dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self, columns)
-        weights = weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
+        weights = self._weights_with_implicit_gradient(support, onehot, exact, exact_weights)
         if support.dtype != torch.float64:
             with torch.no_grad():
                 returned = weights.detach().double()

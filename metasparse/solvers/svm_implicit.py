@@ -14,7 +14,6 @@ from torch.autograd.function import once_differentiable
 from metasparse.solvers.svm_face import face_of, reduced_dual_hessian, solve_on_face
 from metasparse.solvers.svm_objective import (
     SVMParameters,
-    feature_columns,
     feature_correlation,
     weights_from_dual_residual,
     without_group_lasso,
@@ -24,10 +23,10 @@ __all__ = ["dual_residual_with_implicit_gradient", "dual_vjp"]
 
 
 def dual_residual_with_implicit_gradient(support: torch.Tensor, onehot: torch.Tensor, exact: torch.Tensor,
-                                         parameters: SVMParameters,
-                                         columns: torch.Tensor | None = None) -> torch.Tensor:
+                                         parameters: SVMParameters) -> torch.Tensor:
     """``Y - alpha*`` in the dtype of ``support``, differentiable in ``support`` by the implicit function
-    theorem at ``exact``, the solver's float64 ``alpha*`` (B, n, K); ``columns`` as in `dual_vjp`.
+    theorem at ``exact``, the solver's float64 ``alpha*`` (B, n, K). ``support`` may be the columns of
+    the features active at ``exact`` only (with ``lambda1 > 0``): the others do not enter the dual there.
 
     The difference is taken in float64 before the cast: with large features ``alpha*`` is close to Y
     and ``Y - alpha*`` in float32 would keep only its rounding error.
@@ -35,7 +34,7 @@ def dual_residual_with_implicit_gradient(support: torch.Tensor, onehot: torch.Te
     residual = (onehot.double() - exact).to(support.dtype)
     if not support.requires_grad:
         return residual
-    return _ImplicitDualResidual.apply(support, residual, onehot, parameters, exact, columns)
+    return _ImplicitDualResidual.apply(support, residual, onehot, parameters, exact)
 
 
 class _ImplicitDualResidual(torch.autograd.Function):
@@ -43,35 +42,30 @@ class _ImplicitDualResidual(torch.autograd.Function):
     taken at ``exact``."""
 
     @staticmethod
-    def forward(ctx, support, residual, onehot, parameters, exact, columns):
-        ctx.save_for_backward(support, exact, onehot, columns)
+    def forward(ctx, support, residual, onehot, parameters, exact):
+        ctx.save_for_backward(support, exact, onehot)
         ctx.parameters = parameters
         return residual.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_residual):
-        support, alpha, onehot, columns = ctx.saved_tensors
-        grad_support = dual_vjp(support, alpha, onehot, ctx.parameters, -grad_residual, columns)
-        return grad_support, None, None, None, None, None
+        support, alpha, onehot = ctx.saved_tensors
+        grad_support = dual_vjp(support, alpha, onehot, ctx.parameters, -grad_residual)
+        return grad_support, None, None, None, None
 
 
 def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, parameters: SVMParameters,
-             grad_alpha: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+             grad_alpha: torch.Tensor) -> torch.Tensor:
     r"""Vector-Jacobian product of $\alpha^\star(X)$ by the implicit function theorem.
 
     On the face of the simplices that holds $\alpha^\star$ (support S, one multiplier per row),
     solve the KKT system $[H_S\ E; E^\top\ 0][u; \mu] = [\bar\alpha_S; 0]$, then
     $\bar X = -\partial_X \langle \nabla_\alpha D(\alpha^\star, X), u\rangle$. Computed in float64;
-    the Hessian is positive definite (``dual_reg > 0``), so the product is finite at any alpha.
-
-    Args:
-        columns: With ``lambda1 > 0``, (B, width) feature indices that include every feature active at
-            alpha (e.g. `nonzero_rows` of W(alpha)): the others get no gradient, so only these are read
-            (and converted to float64). ``None``: all the features.
+    the Hessian is positive definite (``dual_reg > 0``), so the product is finite at any alpha. The
+    features inactive at alpha get a zero gradient.
     """
-    x = support if columns is None else feature_columns(support, columns)
-    x, a, y = x.double(), alpha.double(), onehot.double()
+    x, a, y = support.double(), alpha.double(), onehot.double()
     lambda1 = parameters.lambda1
     residual = y - a
     correlation = None if without_group_lasso(lambda1) else feature_correlation(x, residual)
@@ -81,7 +75,4 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
         x = x.detach().requires_grad_(True)
         kernel_term = x @ weights_from_dual_residual(x, residual, lambda1, 1.0)
         (grad_x,) = torch.autograd.grad(kernel_term, x, grad_outputs=u / parameters.lambda2)
-    grad_x = grad_x.to(support.dtype)
-    if columns is None:
-        return grad_x
-    return torch.zeros_like(support).scatter(2, columns[:, None, :].expand_as(grad_x), grad_x)
+    return grad_x.to(support.dtype)
