@@ -158,6 +158,21 @@ def test_sweep_cli_shards_skips_finished_runs_and_writes_results(tmp_path):
         main(["disentangle", "score", str(run_dir), "--eval-samples", "-1"])
 
 
+def test_support_violation_plot_centres_the_bars_of_the_methods_that_ran(tmp_path):
+    from metasparse.experiments.disentangle import plot_support_violation
+
+    records = [{"mode": "block", "block_size": block, "method": "inner-lasso", "mcc": mcc, "r": 0.95}
+               for block, mcc in ((2, 0.93), (3, 0.78))]
+    records.append({"mode": "bernoulli", "block_size": 2, "method": "inner-ridge", "mcc": 0.6, "r": 0.9})
+    figure = plot_support_violation(records, tmp_path / "support.png")
+    mcc_axis = figure.axes[0]
+    assert [text.get_text() for text in mcc_axis.get_legend().get_texts()] == ["inner-lasso"]
+    centres = [bar.get_x() + bar.get_width() / 2 for bar in mcc_axis.patches]
+    assert centres == pytest.approx(list(mcc_axis.get_xticks()))
+    assert [bar.get_height() for bar in mcc_axis.patches] == pytest.approx([0.93, 0.78])
+    assert (tmp_path / "support.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 class _FactorsOnly:
     """A 6-factor grid (5 values each) without images: for training a linear encoder of the latents."""
 

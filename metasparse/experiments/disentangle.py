@@ -386,22 +386,31 @@ def plot_validation(runs_dir: str | Path, path: str | Path) -> None:
     figure.savefig(path, dpi=120, format="png")
 
 
-def plot_support_violation(records: list[dict[str, Any]], path: str | Path) -> None:
-    """MCC and R bars per block size (block mode) and method: support violation for blocks 2 and 3."""
+def plot_support_violation(records: list[dict[str, Any]], path: str | Path) -> Any:
+    """MCC and R bars per block size (block mode) and method: support violation for blocks 2 and 3.
+
+    Only the methods that were run on block supports get bars (and a legend entry), centred on their
+    block's tick.
+
+    Returns:
+        The matplotlib ``Figure`` written to ``path``.
+    """
     figure_module = require("matplotlib.figure")
-    blocks = sorted({record["block_size"] for record in records if record["mode"] == "block"})
+    block_records = [record for record in records if record["mode"] == "block"]
+    blocks = sorted({record["block_size"] for record in block_records})
+    methods = [method for method in METHOD_LABELS if any(r["method"] == method for r in block_records)]
     figure = figure_module.Figure(figsize=(9, 3.8), layout="constrained")
     axes = figure.subplots(1, 2)
-    width = 0.8 / len(METHOD_LABELS)
+    width = 0.8 / max(len(methods), 1)
     for ax, metric in zip(axes, ("mcc", "r"), strict=True):
-        for offset, method in enumerate(METHOD_LABELS):
-            stats = [_mean_std([r for r in records if r["mode"] == "block" and r["block_size"] == block
-                                and r["method"] == method], metric) if any(
-                r["mode"] == "block" and r["block_size"] == block and r["method"] == method for r in records)
-                else (np.nan, 0.0) for block in blocks]
-            ax.bar(np.arange(len(blocks)) + offset * width, [s[0] for s in stats], width,
-                   yerr=[s[1] for s in stats], color=_COLOURS[method], label=method, capsize=3)
-        ax.set_xticks(np.arange(len(blocks)) + width, [f"block size {b}" for b in blocks])
+        for offset, method in enumerate(methods):
+            stats = []
+            for block in blocks:
+                mine = [r for r in block_records if r["block_size"] == block and r["method"] == method]
+                stats.append(_mean_std(mine, metric) if mine else (np.nan, 0.0))
+            ax.bar(np.arange(len(blocks)) + (offset - (len(methods) - 1) / 2) * width, [s[0] for s in stats],
+                   width, yerr=[s[1] for s in stats], color=_COLOURS[method], label=method, capsize=3)
+        ax.set_xticks(np.arange(len(blocks)), [f"block size {b}" for b in blocks])
         ax.set_ylabel(metric.upper())
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3, axis="y")
@@ -409,6 +418,7 @@ def plot_support_violation(records: list[dict[str, Any]], path: str | Path) -> N
     figure.suptitle("Support violation: blocks of 2 or 3 factors break the identifiability assumption",
                     fontsize=10)
     figure.savefig(path, dpi=120, format="png")
+    return figure
 
 
 def plot_coordinates(true: np.ndarray, learned: np.ndarray, path: str | Path, title: str = "") -> None:
