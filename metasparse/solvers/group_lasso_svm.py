@@ -189,7 +189,11 @@ class GroupLassoSVM:
                 result = solver._iterative_solve(x_open, y_open, start, norms[tasks])
                 alpha[tasks], iterations[tasks] = result.solution, result.iterations
                 converged[tasks], residual[tasks] = result.converged, result.residual
-            weights = features.weights(self, y, alpha)
+                if result.feature_norms is None:
+                    norms = None
+                else:  # the norms at the solution: no pass over all features for its weights
+                    norms[tasks] = result.feature_norms
+            weights = features.weights(self, y, alpha, norms)
         info = SolverInfo(iterations, converged, residual, *row_sparsity(weights),
                           self.tol, self.max_iter, "native",
                           gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)

@@ -6,14 +6,15 @@ import copy
 
 import torch
 
-from metasparse.solvers.prox import block_soft_threshold, project_simplex
+from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_face import face_of, reduced_dual_hessian, solve_on_face
 from metasparse.solvers.svm_objective import (
     SVMParameters,
     dual_from_kernel,
     gap_from_gram,
-    gap_of,
     per_task,
+    relative_gap,
+    smoothed_hinge,
     without_group_lasso,
 )
 
@@ -54,30 +55,38 @@ class DualProblem:
         self.quadratic = without_group_lasso(parameters.lambda1)
         if self.quadratic:  # BST is the identity: K(alpha) = G Y - G alpha with the n x n Gram
             self.offset = self.offset - self.gram @ onehot / lambda2
-        else:  # the correlations X^T (.) of every iteration read a contiguous X^T
-            self.support_t = support.transpose(1, 2).contiguous()
-            self.correlation_y = self.support_t @ onehot
+        else:
+            # class-major: the correlations of every iteration are (Y - alpha)^T X, (B, K, p), and K(alpha)
+            # is formed as its transpose; with K = 5, n = 5-75 and p = 64-300 both products run
+            # 1.5-3x faster in this orientation than X^T (Y - alpha) and X BST(.)
+            self.correlation_y = onehot.mT @ support
+            self.offset_t = self.offset.mT.contiguous()
 
-    def _stacked(self, tensor: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """(B, r, K) ``tensor`` repeated for each point of (B, n, F, K) ``alpha``, as (B, r, F * K)."""
-        return tensor if alpha.ndim == 3 else tensor.repeat(1, 1, alpha.shape[2])
-
-    def _shrunk_correlation(self, alpha: torch.Tensor) -> torch.Tensor:
-        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), (B, p, K) or (B, p, F, K)."""
+    def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), transposed: (B, K, p) for (B, n, K)
+        ``alpha``, (B, F, K, p) for (B, n, F, K); and the norms of its rows (the features), (B, [F,] 1, p)."""
         flat = alpha.reshape(*alpha.shape[:2], -1)
-        correlation = torch.baddbmm(self._stacked(self.correlation_y, alpha), self.support_t, flat, alpha=-1)
-        correlation = correlation.reshape(alpha.shape[0], self.support.shape[-1], *alpha.shape[2:])
-        return block_soft_threshold(correlation, per_task(self.parameters.lambda1, correlation))
+        points = 1 if alpha.ndim == 3 else alpha.shape[2]
+        correlation = torch.baddbmm(self.correlation_y.repeat(1, points, 1) if points > 1 else self.correlation_y,
+                                    flat.mT, self.support, alpha=-1)
+        if alpha.ndim == 4:
+            correlation = correlation.reshape(alpha.shape[0], points, alpha.shape[-1], -1)
+        norms = correlation.square().sum(dim=-2, keepdim=True).sqrt_()  # vector_norm is 10x slower on dim -2
+        excess = (norms - per_task(self.parameters.lambda1, norms)).clamp_min_(0)
+        return correlation * (excess / norms.clamp_min(torch.finfo(norms.dtype).tiny)), excess
 
     def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
         """grad D(alpha), shaped like ``alpha``."""
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
-        base = torch.add(self._stacked(self.offset, alpha), flat, alpha=self.smoothing)
         if self.quadratic:
+            base = torch.add(self.offset if alpha.ndim == 3 else self.offset.repeat(1, 1, alpha.shape[2]), flat,
+                             alpha=self.smoothing)
             return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape)
-        shrunk = self._shrunk_correlation(alpha).reshape(flat.shape[0], -1, flat.shape[-1])
-        return torch.baddbmm(base, self.support, shrunk, alpha=-1 / p.lambda2).reshape(alpha.shape)
+        offset = self.offset_t if alpha.ndim == 3 else self.offset_t.repeat(1, alpha.shape[2], 1)
+        base = torch.add(offset, flat.mT, alpha=self.smoothing)
+        shrunk = self._shrunk_correlation(alpha)[0].reshape(base.shape[0], base.shape[1], -1)
+        return torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
 
     def dual(self, alpha: torch.Tensor) -> torch.Tensor:
         """D(alpha): (B,) for (B, n, K) ``alpha``, (B, F) for (B, n, F, K)."""
@@ -86,20 +95,31 @@ class DualProblem:
         if self.quadratic:  # ||X^T (Y - alpha)||^2 through the Gram matrix
             residual = (onehot - alpha).reshape(*alpha.shape[:2], -1)
             kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
-        else:
-            kernel = (self._shrunk_correlation(alpha) ** 2).sum(dim=(1, -1))
+        else:  # ||BST(v)_j|| = max(||v_j|| - lambda1, 0)
+            kernel = self._shrunk_correlation(alpha)[1].square().sum(dim=(-2, -1))
         return dual_from_kernel(kernel, alpha, onehot, p.lambda2, p.dual_reg)
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
-        """(B,) relative duality gap of this problem (its feature columns only) at alpha."""
+        """(B,) relative duality gap of this problem (its feature columns only) at alpha.
+
+        With ``lambda1 > 0``, from one product with the features each way: ``lambda2 W`` is the shrunk
+        correlation S, ``lambda2^2 ||W||^2 = ||S||^2`` and ``lambda2 sum_j ||W_j|| = sum_j (||v_j|| -
+        lambda1)_+``, so P and D share S and its row norms (`svm_relative_gap` is the reference)."""
+        p = self.parameters
         if self.quadratic:
-            return gap_from_gram(self.parameters, self.gram, self.onehot, alpha)
-        return gap_of(self.parameters, self.support, self.onehot, alpha)
+            return gap_from_gram(p, self.gram, self.onehot, alpha)
+        shrunk, excess = self._shrunk_correlation(alpha)
+        kernel = excess.square().sum(dim=(1, 2))
+        scores = (shrunk @ self.support.mT).mT / p.lambda2  # X W, (B, n, K)
+        penalty = kernel / (2 * p.lambda2) + per_task(p.lambda1, kernel) * excess.sum(dim=(1, 2)) / p.lambda2
+        primal = smoothed_hinge(scores, self.onehot, p.dual_reg / p.lambda2) + penalty
+        return relative_gap(primal, dual_from_kernel(kernel, alpha, self.onehot, p.lambda2, p.dual_reg),
+                            self.onehot)
 
     def _of_tasks(self, index: torch.Tensor) -> DualProblem:
         """This problem for the tasks ``index`` only, from the parts already computed (no new product)."""
         restricted = copy.copy(self)
-        for name in ("support", "onehot", "gram", "lipschitz", "offset", "support_t", "correlation_y"):
+        for name in ("support", "onehot", "gram", "lipschitz", "offset", "offset_t", "correlation_y"):
             if name in vars(self):
                 setattr(restricted, name, getattr(self, name)[index])
         if isinstance(self.parameters.lambda1, torch.Tensor):  # one lambda1 per task
@@ -121,7 +141,7 @@ class DualProblem:
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = face_of(free)
-        correlation = None if self.quadratic else self.support_t @ (self.onehot - alpha)
+        correlation = None if self.quadratic else ((self.onehot - alpha).mT @ self.support).mT
         hessian = reduced_dual_hessian(self.support, correlation, self.parameters, face, self.gram)
         step = solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)

@@ -54,7 +54,9 @@ class SupportFeatures:
         self.shape = self.support.shape
         self.exact = self.support.dtype == torch.float64
         if not self.exact:
-            self._max_abs = self.support.abs().amax(dim=(1, 2)).double()  # (B,)
+            # max |X| per task from one read-only pass, without the (B, n, d) temporary of abs()
+            low, high = torch.aminmax(self.support.flatten(1), dim=1)
+            self._max_abs = torch.maximum(-low, high).double()  # (B,)
 
     def __getitem__(self, tasks: torch.Tensor) -> SupportFeatures:
         """These features for the tasks ``tasks`` (indices)."""

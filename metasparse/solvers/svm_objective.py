@@ -178,7 +178,7 @@ def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> to
     return torch.nn.functional.one_hot(margins.argmax(dim=-1), onehot.shape[-1]).to(scores.dtype)
 
 
-def _smoothed_hinge(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
+def smoothed_hinge(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
     """(B,) sum over samples of the smoothed Crammer-Singer hinge of ``scores`` (B, n, K)."""
     margins = scores + 1 - onehot
     a = svm_dual_point(scores, onehot, eps)
@@ -203,7 +203,7 @@ def svm_primal_objective(weights: torch.Tensor, support: torch.Tensor, onehot: t
         True
     """
     scores = scores_through_nonzero_rows(support, weights)
-    return _smoothed_hinge(scores, onehot, dual_reg / lambda2) + _penalty(weights, lambda1, lambda2)
+    return smoothed_hinge(scores, onehot, dual_reg / lambda2) + _penalty(weights, lambda1, lambda2)
 
 
 def svm_dual_objective(alpha: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor,
@@ -282,7 +282,7 @@ def gap_from_gram(parameters: SVMParameters, gram: torch.Tensor, onehot: torch.T
     residual = onehot - alpha
     correlated = gram @ residual
     kernel = (residual * correlated).sum(dim=(1, 2))
-    hinge = _smoothed_hinge(correlated / p.lambda2, onehot, p.dual_reg / p.lambda2)
+    hinge = smoothed_hinge(correlated / p.lambda2, onehot, p.dual_reg / p.lambda2)
     primal = hinge + kernel / (2 * p.lambda2)
     return relative_gap(primal, dual_from_kernel(kernel, alpha, onehot, p.lambda2, p.dual_reg), onehot)
 

@@ -58,7 +58,9 @@ def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: 
         better = unsettled & (refined.residual < polished.residual)
         polished = polished._replace(
             solution=torch.where(better[:, None, None], refined.solution, polished.solution),
-            residual=torch.where(better, refined.residual, polished.residual))
+            residual=torch.where(better, refined.residual, polished.residual),
+            feature_norms=None if polished.feature_norms is None
+            else torch.where(better[:, None], refined.feature_norms, polished.feature_norms))
     return polished
 
 
@@ -89,7 +91,13 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
         pending &= (moved != alpha).flatten(1).any(dim=1)
         alpha = moved
         pending &= problem.gap(alpha) > POLISH_GAP_FLOOR
-    polished = problem.gap(alpha) if full is not None else features.gap(solver, onehot, alpha)
+    if full is not None:
+        polished, norms = problem.gap(alpha), None
+    else:  # the norms at the result, for its weights (`SupportFeatures.weights`)
+        norms = features.norms(onehot - alpha, solver.lambda1)
+        polished = features.gap(solver, onehot, alpha, norms)
     better = polished < residual
+    if norms is not None:
+        norms = torch.where(better[:, None], norms, scores)
     return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
-                           residual=torch.where(better, polished, residual), feature_norms=None)
+                           residual=torch.where(better, polished, residual), feature_norms=norms)

@@ -106,16 +106,21 @@ def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, oneh
     """FISTA on the features with the largest scores, in rounds: each round starts from the last
     solution, doubles the working set while features outside it violate their optimality condition,
     and tightens its tolerance from ``WORKING_SET_FIRST_TOL`` by 10x down to ``tol``; Newton steps take
-    over from ``NEWTON_FROM`` in the first round and from ``NEWTON_FROM_WARM`` in the others."""
+    over from ``NEWTON_FROM`` in the first round and from ``NEWTON_FROM_WARM`` in the others. A round
+    without violators keeps its working set, and its problem, for the next: that set still holds every
+    feature above its threshold."""
     batch, _, d = features.shape
     iterations = torch.zeros(batch, dtype=torch.long, device=onehot.device)
     scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
     threshold = per_task(solver.lambda1, scores)
     size, round_tol, newton_from = WORKING_SET_MIN, max(tol, WORKING_SET_FIRST_TOL), NEWTON_FROM
+    problem = None
     while True:
-        working, columns = features.select(scores, size)
-        result = fista_on(solver, DualProblem(solver, working, onehot), alpha,
-                          max(1, solver.max_iter - int(iterations.max())), round_tol, newton_from)
+        if problem is None:
+            working, columns = features.select(scores, size)
+            problem = DualProblem(solver, working, onehot)
+        result = fista_on(solver, problem, alpha, max(1, solver.max_iter - int(iterations.max())), round_tol,
+                          newton_from)
         iterations = iterations + result.iterations
         alpha, newton_from = result.solution, NEWTON_FROM_WARM
         scores = features.norms(onehot - alpha, solver.lambda1)
@@ -126,7 +131,7 @@ def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, oneh
             # at least doubled, and enough for every active or violating feature with room to spare: a
             # task far from its optimum (hundreds of violators) then needs no extra rounds
             needed = int(WORKING_SET_GROWTH * int((scores > threshold).sum(dim=-1).max()))
-            size, round_tol = min(d, max(2 * size, needed)), max(tol, round_tol / 10)
+            size, round_tol, problem = min(d, max(2 * size, needed)), max(tol, round_tol / 10), None
         else:
             round_tol = tol
     # without violators the full problem's gap equals the working set's (up to rounding)
