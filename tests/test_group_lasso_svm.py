@@ -15,6 +15,8 @@ from metasparse.solvers.group_lasso_svm import (
     svm_dual_objective,
     svm_lambda1_max,
     svm_primal_objective,
+    svm_primal_weights,
+    svm_relative_gap,
 )
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
@@ -112,6 +114,32 @@ def test_svm_gap_through_the_gram_matrix_is_the_gap_through_the_weights():
             expected = (primal + dual - support.shape[1]) / primal
             torch.testing.assert_close(DualProblem(solver, support, onehot).gap(alpha), expected,
                                        rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("lambda1", [0.0, 2.0, torch.tensor([0.5, 2.0, 0.0, 4.0])])
+def test_dual_problem_gradient_objective_and_gap_match_the_reference_functions(lambda1):
+    """The class-major products of `DualProblem` against autograd of `svm_dual_objective` and against
+    `svm_relative_gap`, for one point per task and for stacked points (B, n, F, K)."""
+    support, labels = episode(4, 5, 3, 30, seed=8)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    solver = GroupLassoSVM(1.0, 10.0, 1.0).for_tasks(lambda1) if isinstance(lambda1, torch.Tensor) \
+        else GroupLassoSVM(lambda1, 10.0, 1.0)
+    problem = DualProblem(solver, support, onehot)
+    points = project_simplex(torch.randn(4, 15, 3, 5, generator=torch.Generator().manual_seed(5),
+                                         dtype=torch.float64))
+    task_lambda1 = [float(lambda1[b]) if isinstance(lambda1, torch.Tensor) else lambda1 for b in range(4)]
+    for f in range(points.shape[2]):
+        alpha = points[:, :, f].clone().requires_grad_(True)
+        task = [(support[b:b + 1], onehot[b:b + 1], alpha[b:b + 1], task_lambda1[b]) for b in range(4)]
+        dual = torch.cat([svm_dual_objective(a, x, y, lam, 10.0, 1.0) for x, y, a, lam in task])
+        (gradient,) = torch.autograd.grad(dual.sum(), alpha)
+        gap = torch.cat([svm_relative_gap(svm_primal_weights(x, y, a, lam, 10.0), a, x, y, lam, 10.0, 1.0)
+                         for x, y, a, lam in task]).detach()
+        torch.testing.assert_close(problem.gradient(points[:, :, f]), gradient, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(problem.gradient(points)[:, :, f], gradient, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(problem.dual(points[:, :, f]), dual.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(problem.dual(points)[:, f], dual.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(problem.gap(points[:, :, f]), gap, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("lambda1", [0.0, 2.0, torch.tensor([0.5, 2.0, 0.0, 4.0])])

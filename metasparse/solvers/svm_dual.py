@@ -62,15 +62,21 @@ class DualProblem:
             self.correlation_y = onehot.mT @ support
             self.offset_t = self.offset.mT.contiguous()
 
+    @staticmethod
+    def _stacked(tensor: torch.Tensor, alpha: torch.Tensor, dim: int) -> torch.Tensor:
+        """(B, r, c) ``tensor`` for (B, n, K) ``alpha``; for (B, n, F, K), repeated F times along ``dim``."""
+        if alpha.ndim == 3:
+            return tensor
+        return tensor.repeat(*(alpha.shape[2] if axis == dim else 1 for axis in range(3)))
+
     def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), transposed: (B, K, p) for (B, n, K)
         ``alpha``, (B, F, K, p) for (B, n, F, K); and the norms of its rows (the features), (B, [F,] 1, p)."""
         flat = alpha.reshape(*alpha.shape[:2], -1)
-        points = 1 if alpha.ndim == 3 else alpha.shape[2]
-        correlation = torch.baddbmm(self.correlation_y.repeat(1, points, 1) if points > 1 else self.correlation_y,
-                                    flat.mT, self.support, alpha=-1)
+        correlation_y = self._stacked(self.correlation_y, alpha, 1)
+        correlation = torch.baddbmm(correlation_y, flat.mT, self.support, alpha=-1)
         if alpha.ndim == 4:
-            correlation = correlation.reshape(alpha.shape[0], points, alpha.shape[-1], -1)
+            correlation = correlation.reshape(alpha.shape[0], alpha.shape[2], alpha.shape[3], -1)
         norms = correlation.square().sum(dim=-2, keepdim=True).sqrt_()  # vector_norm is 10x slower on dim -2
         excess = (norms - per_task(self.parameters.lambda1, norms)).clamp_min_(0)
         return correlation * (excess / norms.clamp_min(torch.finfo(norms.dtype).tiny)), excess
@@ -80,11 +86,9 @@ class DualProblem:
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
         if self.quadratic:
-            base = torch.add(self.offset if alpha.ndim == 3 else self.offset.repeat(1, 1, alpha.shape[2]), flat,
-                             alpha=self.smoothing)
+            base = torch.add(self._stacked(self.offset, alpha, 2), flat, alpha=self.smoothing)
             return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape)
-        offset = self.offset_t if alpha.ndim == 3 else self.offset_t.repeat(1, alpha.shape[2], 1)
-        base = torch.add(offset, flat.mT, alpha=self.smoothing)
+        base = torch.add(self._stacked(self.offset_t, alpha, 1), flat.mT, alpha=self.smoothing)
         shrunk = self._shrunk_correlation(alpha)[0].reshape(base.shape[0], base.shape[1], -1)
         return torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
 
