@@ -121,7 +121,7 @@ def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, paramete
         gram = support @ support.transpose(1, 2) if gram is None else gram
         kernel, z = gram / lambda2 + torch.diag_embed(ridge), None
     else:
-        norms = torch.linalg.vector_norm(v, dim=-1)
+        norms = v.square().sum(dim=-1).sqrt()  # v may be a transpose: vector_norm is slow across strides
         support_active, columns = active_features(support, norms, lambda1)
         norms_active = norms.gather(1, columns)
         threshold = per_task(lambda1, norms_active)
