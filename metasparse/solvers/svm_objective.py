@@ -256,26 +256,18 @@ def relative_gap(primal: torch.Tensor, dual: torch.Tensor, onehot: torch.Tensor)
     return torch.where(primal > 0, gap / primal.clamp_min(torch.finfo(primal.dtype).tiny), gap.abs())
 
 
-def gap_of(parameters: SVMParameters, support: torch.Tensor, onehot: torch.Tensor,
-           alpha: torch.Tensor) -> torch.Tensor:
-    """`svm_relative_gap` at (W(alpha), alpha), computing W(alpha) once."""
-    p = parameters
-    weights = svm_primal_weights(support, onehot, alpha, p.lambda1, p.lambda2)
-    primal = svm_primal_objective(weights, support, onehot, p.lambda1, p.lambda2, p.dual_reg)
-    return relative_gap(primal, dual_from_weights(weights, alpha, onehot, p.lambda2, p.dual_reg), onehot)
-
-
 def gap_from_gram(parameters: SVMParameters, gram: torch.Tensor, onehot: torch.Tensor,
                   alpha: torch.Tensor) -> torch.Tensor:
-    """`gap_of` for ``lambda1 = 0`` from the (B, n, n) Gram matrix ``X X^T``, with no product over the d
-    features: ``W = X^T (Y - alpha) / lambda2`` gives ``X W = G (Y - alpha) / lambda2`` and
-    ``lambda2^2 ||W||^2 = <Y - alpha, G (Y - alpha)>``.
+    """`svm_relative_gap` at (W(alpha), alpha) for ``lambda1 = 0``, from the (B, n, n) Gram matrix
+    ``X X^T``, with no product over the d features: ``W = X^T (Y - alpha) / lambda2`` gives
+    ``X W = G (Y - alpha) / lambda2`` and ``lambda2^2 ||W||^2 = <Y - alpha, G (Y - alpha)>``.
 
     Example:
         >>> from metasparse.solvers import GroupLassoSVM
         >>> X = torch.randn(1, 4, 30).double(); Y = torch.eye(2).double().repeat(1, 2, 1)
         >>> a, svm = torch.full_like(Y, 0.5), GroupLassoSVM(0.0)
-        >>> bool(torch.allclose(gap_from_gram(svm, X @ X.mT, Y, a), gap_of(svm, X, Y, a)))
+        >>> expected = svm_relative_gap(svm_primal_weights(X, Y, a, 0.0, 10.0), a, X, Y, 0.0, 10.0, 1.0)
+        >>> bool(torch.allclose(gap_from_gram(svm, X @ X.mT, Y, a), expected))
         True
     """
     p = parameters
