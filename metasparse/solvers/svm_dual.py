@@ -69,9 +69,10 @@ class DualProblem:
             return tensor
         return tensor.repeat(*(alpha.shape[2] if axis == dim else 1 for axis in range(3)))
 
-    def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), transposed: (B, K, p) for (B, n, K)
-        ``alpha``, (B, F, K, p) for (B, n, F, K); and the norms of its rows (the features), (B, [F,] 1, p)."""
+        ``alpha``, (B, F, K, p) for (B, n, F, K); the norms of its rows (the features), (B, [F,] 1, p);
+        and the correlation (Y - alpha)^T X before the threshold, shaped like the first."""
         flat = alpha.reshape(*alpha.shape[:2], -1)
         correlation_y = self._stacked(self.correlation_y, alpha, 1)
         correlation = torch.baddbmm(correlation_y, flat.mT, self.support, alpha=-1)
@@ -79,18 +80,24 @@ class DualProblem:
             correlation = correlation.reshape(alpha.shape[0], alpha.shape[2], alpha.shape[3], -1)
         norms = correlation.square().sum(dim=-2, keepdim=True).sqrt_()  # vector_norm is 10x slower on dim -2
         excess = (norms - per_task(self.parameters.lambda1, norms)).clamp_min_(0)
-        return correlation * (excess / norms.clamp_min(torch.finfo(norms.dtype).tiny)), excess
+        return correlation * (excess / norms.clamp_min(torch.finfo(norms.dtype).tiny)), excess, correlation
 
     def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
         """grad D(alpha), shaped like ``alpha``."""
+        return self._gradient_and_correlation(alpha)[0]
+
+    def _gradient_and_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """grad D(alpha), and with ``lambda1 > 0`` the correlation X^T (Y - alpha) (a (B, p, K) view)."""
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
         if self.quadratic:
             base = torch.add(self._stacked(self.offset, alpha, 2), flat, alpha=self.smoothing)
-            return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape)
+            return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape), None
         base = torch.add(self._stacked(self.offset_t, alpha, 1), flat.mT, alpha=self.smoothing)
-        shrunk = self._shrunk_correlation(alpha)[0].reshape(base.shape[0], base.shape[1], -1)
-        return torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
+        shrunk, _, correlation = self._shrunk_correlation(alpha)
+        shrunk = shrunk.reshape(base.shape[0], base.shape[1], -1)
+        gradient = torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
+        return gradient, correlation.mT
 
     def dual(self, alpha: torch.Tensor) -> torch.Tensor:
         """D(alpha): (B,) for (B, n, K) ``alpha``, (B, F) for (B, n, F, K)."""
@@ -112,7 +119,7 @@ class DualProblem:
         p = self.parameters
         if self.quadratic:
             return gap_from_gram(p, self.gram, self.onehot, alpha)
-        shrunk, excess = self._shrunk_correlation(alpha)
+        shrunk, excess, _ = self._shrunk_correlation(alpha)
         kernel = excess.square().sum(dim=(1, 2))
         scores = (shrunk @ self.support.mT).mT / p.lambda2  # X W, (B, n, K)
         penalty = kernel / (2 * p.lambda2) + per_task(p.lambda1, kernel) * excess.sum(dim=(1, 2)) / p.lambda2
@@ -140,20 +147,15 @@ class DualProblem:
             index = tasks.nonzero()[:, 0]
             moved = self._of_tasks(index).newton_step(alpha[index], tasks[index])
             return alpha.index_copy(0, index, moved)
-        grad = self.gradient(alpha)
+        grad, correlation = self._gradient_and_correlation(alpha)
         on_face = alpha > 0
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = face_of(free)
-        correlation = None if self.quadratic else ((self.onehot - alpha).mT @ self.support).mT
         hessian = reduced_dual_hessian(self.support, correlation, self.parameters, face, self.gram)
         step = solve_on_face(hessian, face, -grad)
         fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
         candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
-        # a projected-gradient step zeroes entries left barely positive, so the face of the result
-        # (which the implicit backward uses) is the face of the optimum
-        step_size = 1 / self.lipschitz[:, None, None, None]
-        candidates = project_simplex(candidates - step_size * self.gradient(candidates))
         # accept the largest fraction that does not increase D beyond rounding: near the optimum the
         # full step is exact, and values that agree to 1e-16 must not reject it
         current = self.dual(alpha)
@@ -161,4 +163,7 @@ class DualProblem:
         accept = (self.dual(candidates) <= (current + slack)[:, None]) & tasks[:, None]
         first = accept.to(torch.int8).argmax(dim=1)
         chosen = candidates[torch.arange(alpha.shape[0], device=alpha.device), :, first]
+        # then a projected-gradient step (step 1 / L: D does not rise), which zeroes entries left barely
+        # positive, so that the face of the result (which the implicit backward uses) is the optimum's
+        chosen = project_simplex(chosen - self.gradient(chosen) / self.lipschitz[:, None, None])
         return torch.where(accept.any(dim=1)[:, None, None], chosen, alpha)
