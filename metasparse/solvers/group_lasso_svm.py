@@ -169,7 +169,9 @@ class GroupLassoSVM:
                     init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo, torch.Tensor]:
         """As `solve_dual` on ``features`` (`_features`) and float64 ``y``, with the solution and
         diagnostics in float64, and the weights W(alpha) (B, d, K) in float64."""
-        with torch.no_grad():
+        # inference mode: at the small sizes of few-shot episodes a solve is thousands of tiny operations,
+        # and it skips their autograd bookkeeping (10-15% of a solve); the results are cloned out of it
+        with torch.inference_mode():
             batch, device = y.shape[0], y.device
             zero = svm_zero_solution(y, self.lambda2, self.dual_reg)
             norms = features.norms(y - zero, self.lambda1)
@@ -194,6 +196,8 @@ class GroupLassoSVM:
                 else:  # the norms at the solution: no pass over all features for its weights
                     norms[tasks] = result.feature_norms
             weights = features.weights(self, y, alpha, norms)
+        alpha, weights, iterations, converged, residual = (
+            tensor.clone() for tensor in (alpha, weights, iterations, converged, residual))
         info = SolverInfo(iterations, converged, residual, *row_sparsity(weights),
                           self.tol, self.max_iter, "native",
                           gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)

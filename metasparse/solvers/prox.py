@@ -80,5 +80,7 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=32)
 def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``[1, 2, ..., k]``, built once per size, dtype and device (the projection runs every iteration)."""
-    return torch.arange(1, k + 1, device=device, dtype=dtype)
+    """``[1, 2, ..., k]``, built once per size, dtype and device (the projection runs every iteration);
+    outside inference mode, so that projections with autograd can use it too."""
+    with torch.inference_mode(False):
+        return torch.arange(1, k + 1, device=device, dtype=dtype)
