@@ -79,23 +79,28 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
         scores = result.feature_norms
         scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
         size = int((scores > POLISH_FEATURE_MARGIN * per_task(solver.lambda1, scores)).sum(dim=-1).max())
-        working, _ = features.select(scores, max(size, WORKING_SET_MIN))
+        working, columns = features.select(scores, max(size, WORKING_SET_MIN))
         problem = DualProblem(solver, working, onehot)
     else:
         problem = full
     pending = tasks & (residual > POLISH_GAP_FLOOR)
+    polished = residual  # the problem's gap at alpha (a task that does not move keeps its residual)
     for _ in range(POLISH_STEPS):
         if not bool(pending.any()):
             break
         moved = problem.newton_step(alpha, pending)
         pending &= (moved != alpha).flatten(1).any(dim=1)
         alpha = moved
-        pending &= problem.gap(alpha) > POLISH_GAP_FLOOR
-    if full is not None:
-        polished, norms = problem.gap(alpha), None
-    else:  # the norms at the result, for its weights (`SupportFeatures.weights`)
+        gap = problem.gap(alpha)
+        polished = torch.where(pending, gap, polished)
+        pending &= gap > POLISH_GAP_FLOOR
+    norms = None
+    if full is None:  # the norms at the result, for its weights (`SupportFeatures.weights`)
         norms = features.norms(onehot - alpha, solver.lambda1)
-        polished = features.gap(solver, onehot, alpha, norms)
+        # where no feature outside the polish's columns is active, the full problem's gap is the polish's
+        violating = (norms.scatter(1, columns, 0.0) > per_task(solver.lambda1, norms)).any(dim=-1)
+        if bool(violating.any()):
+            polished = torch.where(violating, features.gap(solver, onehot, alpha, norms), polished)
     better = polished < residual
     if norms is not None:
         norms = torch.where(better[:, None], norms, scores)
