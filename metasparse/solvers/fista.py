@@ -110,7 +110,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         difference = x_new - x
         restart = _batch_dot(y - x_new, difference) > 0
         since_restart = (since_restart + 1).masked_fill_(restart, 0)
-        y = torch.addcmul(x_new, _per_task(betas[since_restart], x0), difference)
+        y = torch.addcmul(x_new, _per_task(betas.index_select(0, since_restart), x0), difference)
         x = x_new
         if tol is not None and it % check_every == 0:
             residual = gap(x)
