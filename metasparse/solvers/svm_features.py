@@ -54,9 +54,10 @@ class SupportFeatures:
         self.shape = self.support.shape
         self.exact = self.support.dtype == torch.float64
         if not self.exact:
-            # max |X| per task from one read-only pass, without the (B, n, d) temporary of abs()
-            low, high = torch.aminmax(self.support.flatten(1), dim=1)
-            self._max_abs = torch.maximum(-low, high).double()  # (B,)
+            # max |X| per task from read-only passes, without the (B, n, d) temporary of abs(); amin and
+            # amax, not aminmax: with dim=1, aminmax takes a slow path (22 against 2.3 ms at (8, 75, 16000))
+            flat = self.support.flatten(1)
+            self._max_abs = torch.maximum(-flat.amin(dim=1), flat.amax(dim=1)).double()  # (B,)
 
     def __getitem__(self, tasks: torch.Tensor) -> SupportFeatures:
         """These features for the tasks ``tasks`` (indices)."""
