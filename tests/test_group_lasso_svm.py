@@ -390,6 +390,23 @@ def test_float32_inputs_give_float32_outputs_and_agree_with_float64():
     assert relative_error(logits32.double(), logits64) < 1e-3
 
 
+@pytest.mark.parametrize("lambda1", [0.0, 0.3])
+def test_float32_residual_is_the_gap_of_the_returned_weights(lambda1):
+    """The float32 check runs through the nonzero columns only; it must equal the relative gap of the
+    returned (rounded) weights over all d features against the float64 dual solution."""
+    torch.manual_seed(3)
+    y = torch.nn.functional.one_hot(torch.arange(5).repeat(3), 5).double().repeat(4, 1, 1)
+    x = torch.relu(torch.randn(4, 15, 300) + y.float() @ torch.randn(5, 300))
+    lam = lambda1 * svm_lambda1_max(x.double(), y, 10.0, 1.0)
+    solver = GroupLassoSVM(lambda2=10.0, dual_reg=1.0).for_tasks(lam)
+    weights, info = solver.solve(x, y.float())
+    alpha, solved, _ = solver._solve_dual(solver._features(x), y, None)
+    gap = svm_relative_gap(weights.double(), alpha, x.double(), y, lam[:, None, None], 10.0, 1.0)
+    torch.testing.assert_close(info.residual.double(), torch.maximum(solved.residual, gap), rtol=1e-6,
+                               atol=1e-14)
+    assert float(gap.max()) > 1e-14  # the rounding of the returned weights is visible
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"lambda1": -1.0}, "lambda1 must be >= 0"),
     ({"lambda2": 0.0}, "lambda2 must be > 0"),

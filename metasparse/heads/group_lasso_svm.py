@@ -174,8 +174,9 @@ class GroupLassoSVMHead(EpisodicHead):
             weights, info = self._solve_native(support, onehot, lambda1)
         else:
             weights, info = self._solve_cvxpylayers(support, onehot, lambda1, all_zero)
-        if self.dual_reg > 0:  # zeros with zero gradients, whatever rounding left in the solution
-            weights = weights * (~all_zero)[:, None, None].to(weights.dtype)
+        if self.dual_reg > 0:
+            if bool(all_zero.any()):  # zeros with zero gradients, whatever rounding left in the solution
+                weights = weights * (~all_zero)[:, None, None].to(weights.dtype)
             active, sparsity = row_sparsity(weights.detach())
             info = dataclasses.replace(info, active=active, sparsity=sparsity)
         self.last_info = info

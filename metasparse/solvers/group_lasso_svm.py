@@ -218,15 +218,14 @@ class GroupLassoSVM:
         return result
 
     def _weights_with_implicit_gradient(self, support: torch.Tensor, onehot: torch.Tensor,
-                                        exact: torch.Tensor, exact_weights: torch.Tensor) -> torch.Tensor:
+                                        exact: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
         """W(alpha*) (B, d, K) in the dtype of ``support``, differentiable in it (implicit gradient through
-        alpha*, at the float64 ``exact``). With ``lambda1 > 0`` both are computed on the columns of the
-        nonzero rows of ``exact_weights`` only: the other features get no gradient and zero rows, so the
+        alpha*, at the float64 ``exact``). With ``lambda1 > 0`` both are computed on ``columns`` only, the
+        nonzero rows of the float64 solution: the other features get no gradient and zero rows, so the
         forward and backward passes over all d features reduce to one gather and one scatter."""
-        if without_group_lasso(self.lambda1):
+        if columns is None:
             dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
             return weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
-        columns = nonzero_rows(exact_weights)
         active = feature_columns(support, columns)
         dual_residual = dual_residual_with_implicit_gradient(active, onehot, exact, self)
         rows = weights_from_dual_residual(active, dual_residual, self.lambda1, self.lambda2)
@@ -243,12 +242,16 @@ class GroupLassoSVM:
         """
         features, y = self._features(support), onehot.double()
         exact, info, exact_weights = self._solve_dual(features, y, init)
-        weights = self._weights_with_implicit_gradient(support, onehot, exact, exact_weights)
+        columns = None if without_group_lasso(self.lambda1) else nonzero_rows(exact_weights)
+        weights = self._weights_with_implicit_gradient(support, onehot, exact, columns)
         if support.dtype != torch.float64:
             with torch.no_grad():
-                returned = weights.detach().double()
-                primal = features.primal_objective(self, returned, y)
-                dual = dual_from_weights(exact_weights, exact, y, self.lambda2, self.dual_reg)
+                returned, exact_rows = weights.detach(), exact_weights
+                if columns is not None:  # the other rows are zero in both: no pass over all d of them
+                    index = columns[..., None].expand(-1, -1, weights.shape[-1])
+                    returned, exact_rows = returned.gather(1, index), exact_weights.gather(1, index)
+                primal = features.primal_objective(self, returned.double(), y, columns)
+                dual = dual_from_weights(exact_rows, exact, y, self.lambda2, self.dual_reg)
                 info.residual = torch.maximum(info.residual, relative_gap(primal, dual, y))
                 if self.tol is not None:
                     info.converged &= info.residual <= self.tol

@@ -119,13 +119,15 @@ class SupportFeatures:
         return relative_gap(primal, dual_from_weights(weights, alpha, onehot, parameters.lambda2,
                                                       parameters.dual_reg), onehot)
 
-    def primal_objective(self, parameters: SVMParameters, weights: torch.Tensor,
-                         onehot: torch.Tensor) -> torch.Tensor:
-        """(B,) P(W) in float64 for float64 ``weights`` (B, d, K), through their nonzero rows."""
-        if self.exact:
-            return svm_primal_objective(weights, self.support, onehot, parameters.lambda1,
-                                        parameters.lambda2, parameters.dual_reg)
-        index = nonzero_rows(weights)
-        rows = weights.gather(1, index[..., None].expand(-1, -1, weights.shape[-1]))
-        return svm_primal_objective(rows, self.columns(index), onehot, parameters.lambda1,
+    def primal_objective(self, parameters: SVMParameters, weights: torch.Tensor, onehot: torch.Tensor,
+                         columns: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) P(W) in float64 for float64 ``weights``: (B, d, K), through their nonzero rows; or with
+        ``columns`` (B, width), the rows (B, width, K) of those features, the other rows being zero."""
+        if columns is None:
+            if self.exact:
+                return svm_primal_objective(weights, self.support, onehot, parameters.lambda1,
+                                            parameters.lambda2, parameters.dual_reg)
+            columns = nonzero_rows(weights)
+            weights = weights.gather(1, columns[..., None].expand(-1, -1, weights.shape[-1]))
+        return svm_primal_objective(weights, self.columns(columns), onehot, parameters.lambda1,
                                     parameters.lambda2, parameters.dual_reg)
