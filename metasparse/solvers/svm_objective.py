@@ -310,7 +310,7 @@ def svm_lambda1_max(support: torch.Tensor, onehot: torch.Tensor, lambda2: float,
         # the row norms of X^T (Y - alpha0) from the class-major product (Y - alpha0)^T X, (B, K, d): no
         # transposed copy (2.7 ms of a 5-shot batch at d = 16000)
         correlation = (onehot - alpha).transpose(1, 2) @ support
-        return correlation.square().sum(dim=1).sqrt().amax(dim=-1)
+        return correlation.square_().sum(dim=1).sqrt_().amax(dim=-1)
 
 
 def check_svm_parameters(lambda1: float, lambda2: float, dual_reg: float, native: bool) -> None:
