@@ -5,9 +5,13 @@ import pytest
 import torch
 
 from metasparse.solvers import GroupLassoSVM, svm_lambda1_max
-from metasparse.solvers.svm_face import feature_norms
 from metasparse.solvers.svm_features import SupportFeatures
-from metasparse.solvers.svm_objective import svm_primal_objective, svm_primal_weights, svm_relative_gap
+from metasparse.solvers.svm_objective import (
+    feature_norms,
+    svm_primal_objective,
+    svm_primal_weights,
+    svm_relative_gap,
+)
 from metasparse.tasks import random_episodes
 
 

@@ -25,7 +25,7 @@ from metasparse.solvers.svm_objective import (
     without_group_lasso,
 )
 
-__all__ = ["Face", "active_features", "face_of", "feature_norms", "reduced_dual_hessian", "select_features",
+__all__ = ["Face", "active_features", "face_of", "reduced_dual_hessian", "select_features",
            "solve_on_face"]
 
 
@@ -63,15 +63,6 @@ def face_of(free: torch.Tensor) -> Face:
     samples, classes = entries // k, entries % k
     pivot_classes = pivots.gather(1, samples).clamp_min(0)
     return Face(entries, samples, classes, pivot_classes, unknowns.gather(1, entries), k)
-
-
-def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
-    """(B, d) norms of the rows of X^T (Y - alpha) from ``dual_residual = Y - alpha``: feature j is
-    active iff its norm exceeds lambda1."""
-    # as (Y - alpha)^T X, (B, K, d): with K = 5 and d = 16000 the product X^T (Y - alpha), which reads X
-    # transposed, takes 2-3x longer; and the sum over K of squares beats a strided vector_norm (squared in
-    # place: a second (B, K, d) temporary costs 1.5-2.5 ms at 15 shots, d = 16000)
-    return (dual_residual.transpose(1, 2) @ support).square_().sum(dim=1).sqrt_()
 
 
 def select_features(support: torch.Tensor, scores: torch.Tensor,

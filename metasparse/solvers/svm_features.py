@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from metasparse.solvers.svm_face import active_features, feature_norms, select_features
+from metasparse.solvers.svm_face import active_features, select_features
 from metasparse.solvers.svm_objective import (
     SVMParameters,
     dual_from_weights,
     feature_columns,
+    feature_norms,
     nonzero_rows,
     per_task,
     relative_gap,
@@ -42,7 +43,7 @@ class SupportFeatures:
         support: (B, n, d) features, any float dtype, without gradient.
 
     Example:
-        >>> from metasparse.solvers.svm_face import active_features, feature_norms, select_features
+        >>> from metasparse.solvers.svm_objective import feature_norms
         >>> X = torch.randn(2, 6, 40); Y = torch.eye(3).repeat(2, 2, 1).double()
         >>> norms = SupportFeatures(X).norms(Y - 1 / 3, threshold=1.0)
         >>> bool(((norms > 1.0) == (feature_norms(X.double(), Y - 1 / 3) > 1.0)).all())

@@ -103,6 +103,15 @@ def svm_primal_weights(support: torch.Tensor, onehot: torch.Tensor, alpha: torch
     return weights_from_dual_residual(support, onehot - alpha, lambda1, lambda2)
 
 
+def feature_norms(support: torch.Tensor, dual_residual: torch.Tensor) -> torch.Tensor:
+    """(B, d) norms of the rows of X^T (Y - alpha) from ``dual_residual = Y - alpha``: feature j is
+    active iff its norm exceeds lambda1."""
+    # as (Y - alpha)^T X, (B, K, d): with K = 5 and d = 16000 the product X^T (Y - alpha), which reads X
+    # transposed, takes 2-3x longer; and the sum over K of squares beats a strided vector_norm (squared in
+    # place: a second (B, K, d) temporary costs 1.5-2.5 ms at 15 shots, d = 16000)
+    return (dual_residual.transpose(1, 2) @ support).square_().sum(dim=1).sqrt_()
+
+
 def weights_from_dual_residual(support: torch.Tensor, dual_residual: torch.Tensor, lambda1: float,
                                lambda2: float) -> torch.Tensor:
     r"""$W = \mathrm{BST}(X^\top\beta, \lambda_1)/\lambda_2$ from $\beta = Y - \alpha$ (B, n, K).
@@ -307,10 +316,7 @@ def svm_lambda1_max(support: torch.Tensor, onehot: torch.Tensor, lambda2: float,
     """
     with torch.no_grad():
         alpha = svm_zero_solution(onehot, lambda2, dual_reg)
-        # the row norms of X^T (Y - alpha0) from the class-major product (Y - alpha0)^T X, (B, K, d): no
-        # transposed copy (2.7 ms of a 5-shot batch at d = 16000)
-        correlation = (onehot - alpha).transpose(1, 2) @ support
-        return correlation.square_().sum(dim=1).sqrt_().amax(dim=-1)
+        return feature_norms(support, onehot - alpha).amax(dim=-1)
 
 
 def check_svm_parameters(lambda1: float, lambda2: float, dual_reg: float, native: bool) -> None:
