@@ -119,7 +119,8 @@ def test_svm_gap_through_the_gram_matrix_is_the_gap_through_the_weights():
 @pytest.mark.parametrize("lambda1", [0.0, 2.0, torch.tensor([0.5, 2.0, 0.0, 4.0])])
 def test_dual_problem_gradient_objective_and_gap_match_the_reference_functions(lambda1):
     """The class-major products of `DualProblem` against autograd of `svm_dual_objective` and against
-    `svm_relative_gap`, for one point per task and for stacked points (B, n, F, K)."""
+    `svm_relative_gap`, for one point per task and for stacked points (B, n, F, K), and its fused
+    gradient step against the gradient."""
     support, labels = episode(4, 5, 3, 30, seed=8)
     onehot = torch.nn.functional.one_hot(labels, 5).double()
     solver = GroupLassoSVM(1.0, 10.0, 1.0).for_tasks(lambda1) if isinstance(lambda1, torch.Tensor) \
@@ -137,6 +138,9 @@ def test_dual_problem_gradient_objective_and_gap_match_the_reference_functions(l
                          for x, y, a, lam in task]).detach()
         torch.testing.assert_close(problem.gradient(points[:, :, f]), gradient, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(problem.gradient(points)[:, :, f], gradient, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(problem.gradient_step(points[:, :, f]),
+                                   points[:, :, f] - gradient / problem.lipschitz[:, None, None],
+                                   rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(problem.dual(points[:, :, f]), dual.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(problem.dual(points)[:, f], dual.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(problem.gap(points[:, :, f]), gap, rtol=1e-10, atol=1e-12)

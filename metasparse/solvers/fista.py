@@ -58,7 +58,8 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
           prox: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], step: torch.Tensor,
           gap: Callable[[torch.Tensor], torch.Tensor], max_iter: int, tol: float | None,
           check_every: int = 10,
-          refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> FistaResult:
+          refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+          gradient_step: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FistaResult:
     r"""Minimise $f(x) + g(x)$ for a batch of independent problems.
 
     Iterates $x_{t+1} = \mathrm{prox}_{s g}(y_t - s \nabla f(y_t))$ with Nesterov momentum,
@@ -79,6 +80,8 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         refine: Optional ``(x, stalled (B,) bool) -> x'``, e.g. a safeguarded Newton step, called at a
             check for the tasks whose gap fell by less than a fifth (`STALL_RATIO`) since the previous
             check; tasks it moves restart their momentum from the new point.
+        gradient_step: Optional ``x -> x - step * grad f(x)`` in one fused evaluation (the forward step),
+            used instead of ``gradient`` where given.
 
     Returns:
         A `FistaResult`; ``residual`` is the gap at ``solution``.
@@ -94,6 +97,9 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     """
     batch = x0.shape[0]
     step = _per_task(step, x0)
+    if gradient_step is None:
+        def gradient_step(x: torch.Tensor) -> torch.Tensor:
+            return torch.addcmul(x, step, gradient(x), value=-1)
     x = x0.clone()
     y = x0.clone()
     # each task's momentum is looked up from its number of iterations since its last restart
@@ -104,7 +110,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     any_converged = False
     residual = previous = None
     for it in range(1, max_iter + 1):
-        x_new = prox(torch.addcmul(y, step, gradient(y), value=-1), step)
+        x_new = prox(gradient_step(y), step)
         if any_converged:
             x_new = torch.where(_per_task(converged, x0), x, x_new)
         difference = x_new - x

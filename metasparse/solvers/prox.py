@@ -73,14 +73,19 @@ def project_simplex(v: torch.Tensor) -> torch.Tensor:
         tensor([[0.1667, 0.1667, 0.6667],
                 [1.0000, 0.0000, 0.0000]])
     """
-    cumulative = torch.sort(v, dim=-1, descending=True).values.cumsum(dim=-1) - 1
-    tau = (cumulative / _ranks(v.shape[-1], v.dtype, v.device)).amax(dim=-1, keepdim=True)
+    ranks, minus_inverse_ranks = _ranks(v.shape[-1], v.dtype, v.device)
+    # topk of all K entries returns them sorted, and costs less than torch.sort at small K; (S_k - 1) / k
+    # as S_k / k - 1 / k in one fused operation
+    partial_sums = v.topk(v.shape[-1], dim=-1).values.cumsum(dim=-1)
+    tau = torch.addcdiv(minus_inverse_ranks, partial_sums, ranks).amax(dim=-1, keepdim=True)
     return (v - tau).clamp_min_(0)
 
 
 @functools.lru_cache(maxsize=32)
-def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """``[1, 2, ..., k]``, built once per size, dtype and device (the projection runs every iteration);
-    outside inference mode, so that projections with autograd can use it too."""
+def _ranks(k: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[1, 2, ..., k]`` and ``-1 / [1, 2, ..., k]``, built once per size, dtype and device (the
+    projection runs every iteration); outside inference mode, so that projections with autograd can use
+    them too."""
     with torch.inference_mode(False):
-        return torch.arange(1, k + 1, device=device, dtype=dtype)
+        ranks = torch.arange(1, k + 1, device=device, dtype=dtype)
+        return ranks, -1 / ranks

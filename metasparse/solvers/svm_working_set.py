@@ -67,7 +67,7 @@ def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, ma
     refine = problem.newton_step if solver.newton and problem.quadratic else None
     loose = tol if tol is None or refine is not None or not solver.newton else max(tol, newton_from)
     result = fista(init, problem.gradient, lambda alpha, _: project_simplex(alpha), 1 / problem.lipschitz,
-                   problem.gap, max_iter, loose, solver.check_every, refine=refine)
+                   problem.gap, max_iter, loose, solver.check_every, refine, problem.gradient_step)
     if loose == tol:
         return result
     result = newton_on(problem, result, max_iter, tol)
@@ -75,7 +75,7 @@ def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, ma
         return result
     rest = fista(result.solution, problem.gradient, lambda alpha, _: project_simplex(alpha),
                  1 / problem.lipschitz, problem.gap, max_iter - int(result.iterations.max()), tol,
-                 solver.check_every)
+                 solver.check_every, gradient_step=problem.gradient_step)
     done = result.converged
     return FistaResult(torch.where(done[:, None, None], result.solution, rest.solution),
                        torch.where(done, result.iterations, result.iterations + rest.iterations),
