@@ -20,8 +20,8 @@ from metasparse.solvers.group_lasso_svm import (
 )
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
-from metasparse.solvers.svm_objective import weights_from_dual_residual
+from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient, kernel_vjp
+from metasparse.solvers.svm_objective import feature_correlation, weights_from_dual_residual
 
 # (lambda1, lambda2, dual_reg): MetaOptNet-SVM, a mild and a strongly sparse group lasso, the paper's lambda2
 SETTINGS = [(0.0, 10.0, 1.0), (1.0, 10.0, 1.0), (3.0, 1.0, 0.5), (2.0, 1000.0, 1.0)]
@@ -241,6 +241,26 @@ def test_weights_through_the_active_columns_are_the_ones_through_all_features(dt
     tolerance = {"atol": 1e-12, "rtol": 1e-10} if dtype == torch.float64 else {"atol": 1e-6, "rtol": 1e-5}
     torch.testing.assert_close(weights.detach(), reference.detach(), **tolerance)
     torch.testing.assert_close(x.grad, x_all.grad, **tolerance)
+
+
+@pytest.mark.parametrize("lambda1", [0.0, 4.0, torch.tensor([0.0, 4.0, 6.0])])
+def test_kernel_vjp_is_the_autograd_derivative_of_the_kernel_term(lambda1):
+    """The closed-form derivative of <X BST(X^T R), U> in X against autograd through BST, in float64,
+    with active and inactive features in every task whose lambda1 is > 0."""
+    generator = torch.Generator().manual_seed(11)
+    x, residual, direction = (torch.randn(3, 6, *shape, generator=generator, dtype=torch.float64)
+                              for shape in ((40,), (4,), (4,)))
+    correlation = feature_correlation(x, residual)
+    norms = correlation.norm(dim=-1)
+    for task in range(3):
+        threshold = float(lambda1[task]) if isinstance(lambda1, torch.Tensor) else lambda1
+        if threshold > 0:
+            assert 0 < int((norms[task] > threshold).sum()) < 40
+    x_autograd = x.clone().requires_grad_(True)
+    kernel = x_autograd @ weights_from_dual_residual(x_autograd, residual, lambda1, 1.0)
+    (expected,) = torch.autograd.grad(kernel, x_autograd, grad_outputs=direction)
+    torch.testing.assert_close(kernel_vjp(x, residual, correlation, lambda1, direction), expected,
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_default_tolerance_gradient_is_accurate_where_many_features_sit_near_their_threshold():

@@ -13,13 +13,14 @@ from torch.autograd.function import once_differentiable
 
 from metasparse.solvers.svm_face import face_of, reduced_dual_hessian, solve_on_face
 from metasparse.solvers.svm_objective import (
+    Lambda1,
     SVMParameters,
     feature_correlation,
-    weights_from_dual_residual,
+    per_task,
     without_group_lasso,
 )
 
-__all__ = ["dual_residual_with_implicit_gradient", "dual_vjp"]
+__all__ = ["dual_residual_with_implicit_gradient", "dual_vjp", "kernel_vjp"]
 
 
 def dual_residual_with_implicit_gradient(support: torch.Tensor, onehot: torch.Tensor, exact: torch.Tensor,
@@ -68,11 +69,43 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
     x, a, y = support.double(), alpha.double(), onehot.double()
     lambda1 = parameters.lambda1
     residual = y - a
-    correlation = None if without_group_lasso(lambda1) else feature_correlation(x, residual)
+    correlation = feature_correlation(x, residual)
     face = face_of(a > 0)
-    u = solve_on_face(reduced_dual_hessian(x, correlation, parameters, face), face, grad_alpha.double())
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        kernel_term = x @ weights_from_dual_residual(x, residual, lambda1, 1.0)
-        (grad_x,) = torch.autograd.grad(kernel_term, x, grad_outputs=u / parameters.lambda2)
-    return grad_x.to(support.dtype)
+    hessian = reduced_dual_hessian(x, None if without_group_lasso(lambda1) else correlation, parameters, face)
+    u = solve_on_face(hessian, face, grad_alpha.double())
+    return kernel_vjp(x, residual, correlation, lambda1, u / parameters.lambda2).to(support.dtype)
+
+
+def kernel_vjp(support: torch.Tensor, dual_residual: torch.Tensor, correlation: torch.Tensor,
+               lambda1: Lambda1, direction: torch.Tensor) -> torch.Tensor:
+    r"""$\partial_X \langle X\,\mathrm{BST}(X^	op R, \lambda_1), U
+angle$, (B, n, p), in closed form.
+
+    With $V = X^	op R$ (``correlation``, (B, p, K)), $S = \mathrm{BST}(V, \lambda_1)$ and $P = X^	op U$,
+    the derivative is $U S^	op + R Q^	op$, where row j of Q is $J_j P_j$ and $J_j$ the Jacobian of BST
+    at row $v_j$: $(1 - t_j) I + t_j \hat v_j \hat v_j^	op$ with $t_j = \lambda_1 / \|v_j\|$ on the
+    active rows ($\|v_j\| > \lambda_1$), zero on the others; with $\lambda_1 = 0$, $J_j = I$.
+
+    Args:
+        support: (B, n, p) features X.
+        dual_residual: (B, n, K) R = Y - alpha.
+        correlation: (B, p, K) X^T R.
+        lambda1: Group-lasso weight, a float or (B,) per task.
+        direction: (B, n, K) U.
+    """
+    projected = support.mT @ direction  # P, (B, p, K)
+    if without_group_lasso(lambda1):
+        shrunk, pulled_back = correlation, projected
+    else:
+        norms = correlation.square().sum(dim=-1, keepdim=True).sqrt_()
+        norms.clamp_min_(torch.finfo(norms.dtype).tiny)
+        threshold = per_task(lambda1, norms)
+        active = norms > threshold
+        ratio = threshold / norms
+        factor = torch.where(active, 1 - ratio, 0.0)
+        shrunk = correlation * factor
+        # t_j v_hat_j (v_hat_j . P_j) = (t_j / ||v_j||^2) (v_j . P_j) v_j
+        along = torch.where(active, ratio / norms.square(), 0.0)
+        along = along * (correlation * projected).sum(dim=-1, keepdim=True)
+        pulled_back = torch.addcmul(factor * projected, along, correlation)
+    return torch.baddbmm(direction @ shrunk.mT, dual_residual, pulled_back.mT)
