@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import directional_fd, episode, reference_svm_weights, relative_error
+from helpers import CLARABEL_TIGHT, directional_fd, episode, reference_svm_weights, relative_error
 
 from metasparse.heads import GroupLassoSVMHead, SVMHead
 from metasparse.solvers import ConvergenceWarning
@@ -21,7 +21,7 @@ from metasparse.solvers.group_lasso_svm import (
 from metasparse.solvers.prox import project_simplex
 from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient, kernel_vjp
-from metasparse.solvers.svm_objective import feature_correlation, weights_from_dual_residual
+from metasparse.solvers.svm_objective import feature_correlation, smoothed_hinge, weights_from_dual_residual
 
 # (lambda1, lambda2, dual_reg): MetaOptNet-SVM, a mild and a strongly sparse group lasso, the paper's lambda2
 SETTINGS = [(0.0, 10.0, 1.0), (1.0, 10.0, 1.0), (3.0, 1.0, 0.5), (2.0, 1000.0, 1.0)]
@@ -86,6 +86,28 @@ def test_working_set_converges_on_backbone_sized_features_within_max_iter():
     _, info = GroupLassoSVM(lambda1, 10.0, 1.0).solve_dual(support, onehot)
     assert bool(info.converged.all()) and float(info.residual.max()) <= 1e-4, info.summary()
     assert bool((info.iterations < 1000).all()) and bool((info.active < 200).all())
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_smoothed_hinge_is_the_moreau_envelope_of_the_crammer_singer_hinge(eps):
+    """`smoothed_hinge` against min_z hinge(z) + ||s - z||^2 / (2 eps) solved by cvxpy (the plain hinge at
+    eps = 0), the smoothing of the cvxpy problems."""
+    import cvxpy as cp
+
+    scores = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    onehot = torch.nn.functional.one_hot(torch.tensor([[0, 1, 2, 1], [2, 2, 0, 1]]), 3).double()
+    expected = []
+    for s, y in zip(scores.numpy(), onehot.numpy(), strict=True):
+        z = cp.Variable(s.shape)
+        hinge = cp.sum(cp.max(z + 1 - y, axis=1) - cp.sum(cp.multiply(y, z), axis=1))
+        if eps == 0:
+            problem = cp.Problem(cp.Minimize(hinge), [z == s])
+        else:
+            problem = cp.Problem(cp.Minimize(hinge + cp.sum_squares(s - z) / (2 * eps)))
+        problem.solve(solver=cp.CLARABEL, **CLARABEL_TIGHT)
+        expected.append(problem.value)
+    expected = torch.tensor(expected, dtype=torch.float64)
+    torch.testing.assert_close(smoothed_hinge(scores, onehot, eps), expected, rtol=1e-7, atol=1e-8)
 
 
 def test_strong_duality_holds_at_the_solution():

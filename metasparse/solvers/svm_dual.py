@@ -21,7 +21,8 @@ from metasparse.solvers.svm_objective import (
 __all__ = ["NEWTON_STEP_FRACTIONS", "DualProblem"]
 
 NEWTON_STEP_FRACTIONS = (1.0, 0.5, 0.25, 1 / 8, 1 / 32, 1 / 128)
-"""The fractions of a Newton step tried, in one pass (far from the optimum the full step overshoots)."""
+"""The fractions of a Newton step tried: the full step, then, where it raises D (far from the optimum it
+overshoots), the others in one pass."""
 
 
 class DualProblem:
@@ -105,18 +106,20 @@ class DualProblem:
         """grad D(alpha), shaped like ``alpha``."""
         return self._gradient_and_correlation(alpha)[0]
 
-    def _gradient_and_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """grad D(alpha), and with ``lambda1 > 0`` the correlation X^T (Y - alpha) (a (B, p, K) view)."""
+    def _gradient_and_correlation(
+            self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """grad D(alpha); with ``lambda1 > 0`` the correlation X^T (Y - alpha) (a (B, p, K) view) and
+        ``||BST(X^T (Y - alpha))||^2`` per task (the kernel term of D, `dual_from_kernel`)."""
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
         if self.quadratic:
             base = torch.add(self._stacked(self.offset, alpha, 2), flat, alpha=self.smoothing)
-            return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape), None
+            return torch.baddbmm(base, self.gram, flat, alpha=1 / p.lambda2).reshape(alpha.shape), None, None
         base = torch.add(self._stacked(self.offset_t, alpha, 1), flat.mT, alpha=self.smoothing)
         correlation = self._correlation(alpha)
         shrunk = (correlation * self._shrink_factor(correlation)).reshape(base.shape[0], base.shape[1], -1)
         gradient = torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
-        return gradient, correlation.mT
+        return gradient, correlation.mT, shrunk.square().sum(dim=(1, 2)) if alpha.ndim == 3 else None
 
     def gradient_step(self, alpha: torch.Tensor) -> torch.Tensor:
         """``alpha - grad D(alpha) / L`` (FISTA's forward step) for (B, n, K) ``alpha``: with the constant
@@ -179,23 +182,30 @@ class DualProblem:
             index = tasks.nonzero()[:, 0]
             moved = self._of_tasks(index).newton_step(alpha[index], tasks[index])
             return alpha.index_copy(0, index, moved)
-        grad, correlation = self._gradient_and_correlation(alpha)
+        grad, correlation, kernel = self._gradient_and_correlation(alpha)
         on_face = alpha > 0
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
         face = face_of(free)
         hessian = reduced_dual_hessian(self.support, correlation, self.parameters, face, self.gram)
         step = solve_on_face(hessian, face, -grad)
-        fractions = torch.tensor(NEWTON_STEP_FRACTIONS, dtype=alpha.dtype, device=alpha.device)
-        candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
         # accept the largest fraction that does not increase D beyond rounding: near the optimum the
         # full step is exact, and values that agree to 1e-16 must not reject it
-        current = self.dual(alpha)
-        slack = 8 * torch.finfo(alpha.dtype).eps * current.abs()
-        accept = (self.dual(candidates) <= (current + slack)[:, None]) & tasks[:, None]
-        first = accept.to(torch.int8).argmax(dim=1)
-        chosen = candidates[torch.arange(alpha.shape[0], device=alpha.device), :, first]
+        p = self.parameters
+        current = (self.dual(alpha) if kernel is None
+                   else dual_from_kernel(kernel, alpha, self.onehot, p.lambda2, p.dual_reg))
+        bound = current + 8 * torch.finfo(alpha.dtype).eps * current.abs()
+        chosen = project_simplex(alpha + step)
+        accept = self.dual(chosen) <= bound
+        if not bool(accept.all()):  # the shorter steps, in one pass, for the tasks that reject the full one
+            fractions = torch.tensor(NEWTON_STEP_FRACTIONS[1:], dtype=alpha.dtype, device=alpha.device)
+            candidates = project_simplex(alpha[:, :, None] + fractions[:, None] * step[:, :, None])
+            shorter = self.dual(candidates) <= bound[:, None]
+            first = shorter.to(torch.int8).argmax(dim=1)
+            shortened = candidates[torch.arange(alpha.shape[0], device=alpha.device), :, first]
+            chosen = torch.where(accept[:, None, None], chosen, shortened)
+            accept |= shorter.any(dim=1)
         # then a projected-gradient step (step 1 / L: D does not rise), which zeroes entries left barely
         # positive, so that the face of the result (which the implicit backward uses) is the optimum's
         chosen = project_simplex(self.gradient_step(chosen))
-        return torch.where(accept.any(dim=1)[:, None, None], chosen, alpha)
+        return torch.where(accept[:, None, None], chosen, alpha)

@@ -42,6 +42,7 @@ class Face(NamedTuple):
     pivot_classes: torch.Tensor  # (B, m) class of the pivot of each entry's row (padding included)
     unknown: torch.Tensor  # (B, m) bool: an unknown, not padding
     n_classes: int  # K
+    eliminated: torch.Tensor  # (B, m, K) int8 rows e_a = 1_{k_a} - 1_{pivot(a)} of T^T, zero on padding
 
 
 def face_of(free: torch.Tensor) -> Face:
@@ -62,7 +63,10 @@ def face_of(free: torch.Tensor) -> Face:
     entries = torch.argsort((~unknowns).to(torch.int8), dim=1, stable=True)[:, :width]
     samples, classes = entries // k, entries % k
     pivot_classes = pivots.gather(1, samples).clamp_min(0)
-    return Face(entries, samples, classes, pivot_classes, unknowns.gather(1, entries), k)
+    unknown = unknowns.gather(1, entries)
+    eye = torch.eye(k, dtype=torch.int8, device=free.device)
+    eliminated = (eye[classes] - eye[pivot_classes]) * unknown[..., None]
+    return Face(entries, samples, classes, pivot_classes, unknown, k, eliminated)
 
 
 def select_features(support: torch.Tensor, scores: torch.Tensor,
@@ -78,13 +82,6 @@ def active_features(support: torch.Tensor, norms: torch.Tensor,
     most (at least 1); in tasks with fewer, the widest inactive features fill in."""
     active = norms > per_task(lambda1, norms)
     return select_features(support, norms, max(1, int(active.sum(dim=-1).max())))
-
-
-def _eliminated_classes(face: Face, dtype: torch.dtype) -> torch.Tensor:
-    """(B, m, K) rows $e_a = 1_{k_a} - 1_{\\mathrm{pivot}(a)}$ of $T^\\top$ applied to a class index,
-    zero where the entry is not an unknown."""
-    eye = torch.eye(face.n_classes, dtype=dtype, device=face.classes.device)
-    return (eye[face.classes] - eye[face.pivot_classes]) * face.unknown[..., None]
 
 
 def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters,
@@ -107,7 +104,7 @@ def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, paramete
     rows = face.samples
     m = rows.shape[1]
     lambda1, lambda2 = parameters.lambda1, parameters.lambda2
-    eliminated = _eliminated_classes(face, support.dtype)
+    eliminated = face.eliminated.to(support.dtype)
     ridge = torch.full((batch, n), parameters.dual_reg / lambda2, dtype=support.dtype, device=support.device)
     if without_group_lasso(lambda1):
         gram = support @ support.transpose(1, 2) if gram is None else gram
@@ -125,7 +122,8 @@ def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, paramete
                                support_active.transpose(1, 2))
         directions = v.gather(1, columns[..., None].expand(-1, -1, v.shape[-1])) / norms_active[..., None]
         scaled_directions = (ratio / lambda2).sqrt()[:, :, None] * directions  # (B, width, K)
-        support_rows = support_active.gather(1, rows[:, :, None].expand(batch, m, columns.shape[1]))
+        # the rows of the unknowns' samples: indexing copies whole rows, 2-4x faster than gather here
+        support_rows = support_active[torch.arange(batch, device=rows.device)[:, None], rows]
         z = support_rows * (eliminated @ scaled_directions.transpose(1, 2))  # (B, m, width)
     reduced = kernel.gather(1, rows[:, :, None].expand(batch, m, n))
     reduced = reduced.gather(2, rows[:, None, :].expand(batch, m, m))
@@ -142,7 +140,7 @@ def solve_on_face(reduced_hessian: torch.Tensor, face: Face, rhs: torch.Tensor) 
     (`reduced_dual_hessian`) and ``rhs`` r (B, n, K)."""
     batch, n, k = rhs.shape
     rows_of_rhs = rhs.gather(1, face.samples[:, :, None].expand(-1, -1, k))
-    z = solve_spd(reduced_hessian, (_eliminated_classes(face, rhs.dtype) * rows_of_rhs).sum(dim=-1))
+    z = solve_spd(reduced_hessian, (face.eliminated.to(rhs.dtype) * rows_of_rhs).sum(dim=-1))
     # u = T z: an unknown is its z, a pivot minus the sum of its row's unknowns
     u = torch.zeros(batch, n * k, dtype=rhs.dtype, device=rhs.device).scatter(1, face.entries, z)
     return u.scatter_add(1, face.samples * k + face.pivot_classes, -z).reshape(rhs.shape)

@@ -181,19 +181,25 @@ def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> to
         >>> svm_dual_point(torch.zeros(1, 1, 2), torch.tensor([[[1.0, 0.0]]]), 1.0)
         tensor([[[0.5000, 0.5000]]])
     """
-    margins = scores + 1 - onehot
+    return _dual_point_of_margins((scores - onehot).add_(1), onehot, eps)
+
+
+def _dual_point_of_margins(margins: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
+    """`svm_dual_point` from the margins ``c = s + 1 - e_y``."""
     if eps > 0:
-        return project_simplex(onehot + margins / eps)
-    return torch.nn.functional.one_hot(margins.argmax(dim=-1), onehot.shape[-1]).to(scores.dtype)
+        return project_simplex(torch.add(onehot, margins, alpha=1 / eps))
+    return torch.nn.functional.one_hot(margins.argmax(dim=-1), onehot.shape[-1]).to(margins.dtype)
 
 
 def smoothed_hinge(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
     """(B,) sum over samples of the smoothed Crammer-Singer hinge of ``scores`` (B, n, K)."""
-    margins = scores + 1 - onehot
-    a = svm_dual_point(scores, onehot, eps)
-    true_scores = (scores * onehot).sum(dim=-1)
-    loss = (a * margins).sum(dim=-1) - true_scores - eps / 2 * ((a - onehot) ** 2).sum(dim=-1)
-    return loss.sum(dim=-1)
+    # per sample max_a <a, m> - <y, s> - eps / 2 ||a - y||^2 over the simplex, m = s + 1 - y, attained at
+    # svm_dual_point; summed over samples and classes at once
+    margins = (scores - onehot).add_(1)
+    a = _dual_point_of_margins(margins, onehot, eps)
+    difference = a - onehot
+    terms = torch.addcmul(a * margins - onehot * scores, difference, difference, value=-eps / 2)
+    return terms.sum(dim=(1, 2))
 
 
 def _penalty(weights: torch.Tensor, lambda1: Lambda1, lambda2: float) -> torch.Tensor:
@@ -238,8 +244,9 @@ def dual_from_kernel(kernel: torch.Tensor, alpha: torch.Tensor, onehot: torch.Te
                      dual_reg: float) -> torch.Tensor:
     """D(alpha) given ``kernel = ||BST(X^T (Y - alpha), lambda1)||^2``; sums over the samples (dim 1) and
     classes (last dim) of ``alpha`` and ``onehot``, so stacked points (B, n, F, K) give (B, F)."""
-    return (kernel / (2 * lambda2) + dual_reg / (2 * lambda2) * ((alpha - onehot) ** 2).sum(dim=(1, -1))
-            + (onehot * alpha).sum(dim=(1, -1)))
+    difference = alpha - onehot
+    terms = torch.addcmul(onehot * alpha, difference, difference, value=dual_reg / (2 * lambda2))
+    return kernel / (2 * lambda2) + terms.sum(dim=(1, -1))
 
 
 def svm_relative_gap(weights: torch.Tensor, alpha: torch.Tensor, support: torch.Tensor,
