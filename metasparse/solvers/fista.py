@@ -34,19 +34,21 @@ def _batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _momentum_table(length: int, like: torch.Tensor) -> torch.Tensor:
     """Nesterov's momentum ``beta_k = (t_{k-1} - 1) / t_k`` for ``k <= length``, with ``t_0 = 1`` and
     ``t_k = (1 + sqrt(1 + 4 t_{k-1}^2)) / 2``; index 0 (just restarted) is 0."""
-    # computed for the next power of two, so that the caps a solver passes share a few cached tables
-    return torch.tensor(_momentum_values(1 << length.bit_length()), dtype=like.dtype, device=like.device)
+    # for the next power of two, so that the caps a solver passes share a few cached tables (a table of
+    # 2048 values takes longer to build than a dozen iterations at few-shot sizes)
+    return _cached_momentum_table(1 << length.bit_length(), like.dtype, like.device)
 
 
-@functools.lru_cache(maxsize=8)
-def _momentum_values(length: int) -> tuple[float, ...]:
-    """`_momentum_table` as floats."""
+@functools.lru_cache(maxsize=16)
+def _cached_momentum_table(length: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """`_momentum_table` of ``length`` values; built outside inference mode, so that any caller can use it."""
     t, betas = 1.0, [0.0]
     for _ in range(length):
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         betas.append((t - 1) / t_next)
         t = t_next
-    return tuple(betas)
+    with torch.inference_mode(False):
+        return torch.tensor(betas, dtype=dtype, device=device)
 
 
 def _per_task(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
