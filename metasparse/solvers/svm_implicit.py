@@ -78,12 +78,11 @@ def dual_vjp(support: torch.Tensor, alpha: torch.Tensor, onehot: torch.Tensor, p
 
 def kernel_vjp(support: torch.Tensor, dual_residual: torch.Tensor, correlation: torch.Tensor,
                lambda1: Lambda1, direction: torch.Tensor) -> torch.Tensor:
-    r"""$\partial_X \langle X\,\mathrm{BST}(X^	op R, \lambda_1), U
-angle$, (B, n, p), in closed form.
+    r"""$\partial_X \langle X\,\mathrm{BST}(X^\top R, \lambda_1), U\rangle$, (B, n, p), in closed form.
 
-    With $V = X^	op R$ (``correlation``, (B, p, K)), $S = \mathrm{BST}(V, \lambda_1)$ and $P = X^	op U$,
-    the derivative is $U S^	op + R Q^	op$, where row j of Q is $J_j P_j$ and $J_j$ the Jacobian of BST
-    at row $v_j$: $(1 - t_j) I + t_j \hat v_j \hat v_j^	op$ with $t_j = \lambda_1 / \|v_j\|$ on the
+    With $V = X^\top R$ (``correlation``, (B, p, K)), $S = \mathrm{BST}(V, \lambda_1)$ and $P = X^\top U$,
+    the derivative is $U S^\top + R Q^\top$, where row j of Q is $J_j P_j$ and $J_j$ the Jacobian of BST
+    at row $v_j$: $(1 - t_j) I + t_j \hat v_j \hat v_j^\top$ with $t_j = \lambda_1 / \|v_j\|$ on the
     active rows ($\|v_j\| > \lambda_1$), zero on the others; with $\lambda_1 = 0$, $J_j = I$.
 
     Args:
