@@ -108,8 +108,8 @@ class DualProblem:
 
     def _gradient_and_correlation(
             self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """grad D(alpha); with ``lambda1 > 0`` the correlation X^T (Y - alpha) (a (B, p, K) view) and
-        ``||BST(X^T (Y - alpha))||^2`` per task (the kernel term of D, `dual_from_kernel`)."""
+        """grad D(alpha); with ``lambda1 > 0`` the correlation X^T (Y - alpha) (a (B, p, K) view) and its
+        shrunk form BST(.)^T = lambda2 W(alpha)^T, (B, K, p) for (B, n, K) ``alpha``."""
         p = self.parameters
         flat = alpha.reshape(*alpha.shape[:2], -1)
         if self.quadratic:
@@ -119,7 +119,7 @@ class DualProblem:
         correlation = self._correlation(alpha)
         shrunk = (correlation * self._shrink_factor(correlation)).reshape(base.shape[0], base.shape[1], -1)
         gradient = torch.baddbmm(base, shrunk, self.support.mT, alpha=-1 / p.lambda2).mT.reshape(alpha.shape)
-        return gradient, correlation.mT, shrunk.square().sum(dim=(1, 2)) if alpha.ndim == 3 else None
+        return gradient, correlation.mT, shrunk
 
     def gradient_step(self, alpha: torch.Tensor) -> torch.Tensor:
         """``alpha - grad D(alpha) / L`` (FISTA's forward step) for (B, n, K) ``alpha``: with the constant
@@ -182,7 +182,7 @@ class DualProblem:
             index = tasks.nonzero()[:, 0]
             moved = self._of_tasks(index).newton_step(alpha[index], tasks[index])
             return alpha.index_copy(0, index, moved)
-        grad, correlation, kernel = self._gradient_and_correlation(alpha)
+        grad, correlation, shrunk = self._gradient_and_correlation(alpha)
         on_face = alpha > 0
         multiplier = (grad * on_face).sum(-1, keepdim=True) / on_face.sum(-1, keepdim=True)
         free = on_face | (grad < multiplier)  # zeros whose KKT condition fails may enter
@@ -192,8 +192,9 @@ class DualProblem:
         # accept the largest fraction that does not increase D beyond rounding: near the optimum the
         # full step is exact, and values that agree to 1e-16 must not reject it
         p = self.parameters
-        current = (self.dual(alpha) if kernel is None
-                   else dual_from_kernel(kernel, alpha, self.onehot, p.lambda2, p.dual_reg))
+        current = (self.dual(alpha) if shrunk is None  # else from ||BST(.)||^2, the kernel term of D
+                   else dual_from_kernel(shrunk.square().sum(dim=(1, 2)), alpha, self.onehot, p.lambda2,
+                                         p.dual_reg))
         bound = current + 8 * torch.finfo(alpha.dtype).eps * current.abs()
         chosen = project_simplex(alpha + step)
         accept = self.dual(chosen) <= bound
