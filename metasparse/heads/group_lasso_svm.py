@@ -161,9 +161,11 @@ class GroupLassoSVMHead(EpisodicHead):
 
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         onehot = self._onehot(support, labels, n_way)
-        if self.lambda1_ratio is None and self.lambda1 == 0:  # the SVM: no threshold to compute
-            lambda1 = support.new_zeros(support.shape[0])
-            all_zero = torch.zeros_like(lambda1, dtype=torch.bool)
+        if self.lambda1_ratio is None and (self.lambda1 == 0 or self.solver == "native"):
+            # no threshold to compute: the SVM, or the native solver, which answers the tasks at or above
+            # lambda1_max itself (zero weights that do not depend on the features, 0 iterations)
+            lambda1 = support.new_full((support.shape[0],), self.lambda1)
+            all_zero = None if self.solver == "native" else torch.zeros_like(lambda1, dtype=torch.bool)
         else:
             lambda1_max = self._lambda1_max(support, onehot)
             lambda1 = (torch.full_like(lambda1_max, self.lambda1) if self.lambda1_ratio is None
@@ -175,7 +177,8 @@ class GroupLassoSVMHead(EpisodicHead):
         else:
             weights, info = self._solve_cvxpylayers(support, onehot, lambda1, all_zero)
         if self.dual_reg > 0:
-            if bool(all_zero.any()):  # zeros with zero gradients, whatever rounding left in the solution
+            # zeros with zero gradients, whatever rounding left in the solution
+            if all_zero is not None and bool(all_zero.any()):
                 weights = weights * (~all_zero)[:, None, None].to(weights.dtype)
             active, sparsity = row_sparsity(weights.detach())
             info = dataclasses.replace(info, active=active, sparsity=sparsity)
