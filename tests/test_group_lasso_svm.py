@@ -446,7 +446,7 @@ def test_float32_residual_is_the_gap_of_the_returned_weights(lambda1):
     lam = lambda1 * svm_lambda1_max(x.double(), y, 10.0, 1.0)
     solver = GroupLassoSVM(lambda2=10.0, dual_reg=1.0).for_tasks(lam)
     weights, info = solver.solve(x, y.float())
-    alpha, solved, _ = solver._solve_dual(solver._features(x), y, None)
+    alpha, solved, _, _ = solver._solve_dual(solver._features(x), y, None)
     gap = svm_relative_gap(weights.double(), alpha, x.double(), y, lam[:, None, None], 10.0, 1.0)
     torch.testing.assert_close(info.residual.double(), torch.maximum(solved.residual, gap), rtol=1e-6,
                                atol=1e-14)

@@ -44,9 +44,11 @@ def test_weights_gap_and_primal_through_active_columns_equal_the_float64_full_wi
     lambda1 = 0.3 * svm_lambda1_max(x, onehot, 10.0, 1.0)
     solver = GroupLassoSVM(10.0, 10.0, 1.0).for_tasks(lambda1)
     features = SupportFeatures(support)
-    weights = features.weights(solver, onehot, alpha)
+    rows, columns = features.active_rows(solver, onehot, alpha)
+    weights = rows.new_zeros(*support.shape[::2], 5).scatter(1, columns[..., None].expand_as(rows), rows)
     expected = svm_primal_weights(x, onehot, alpha, lambda1[:, None, None], 10.0)
     assert bool(((weights != 0) == (expected != 0)).all())
+    assert columns.shape[1] == int((expected.abs().amax(-1) > 0).sum(-1).max())  # no wider than needed
     assert 0 < int((expected.abs().amax(-1) > 0).sum()) < expected.shape[0] * expected.shape[1]
     torch.testing.assert_close(weights, expected, rtol=1e-12, atol=0)
     expected_gap = svm_relative_gap(expected, alpha, x, onehot, lambda1, 10.0, 1.0)
@@ -54,9 +56,15 @@ def test_weights_gap_and_primal_through_active_columns_equal_the_float64_full_wi
     expected_primal = svm_primal_objective(expected, x, onehot, lambda1, 10.0, 1.0)
     torch.testing.assert_close(features.primal_objective(solver, weights, onehot), expected_primal,
                                rtol=1e-12, atol=0)
+    torch.testing.assert_close(features.primal_objective(solver, rows, onehot, columns), expected_primal,
+                               rtol=1e-12, atol=0)
     # float64 features take the full-width path: the same values
     exact_features = SupportFeatures(x)
     torch.testing.assert_close(exact_features.gap(solver, onehot, alpha), expected_gap, rtol=1e-12, atol=0)
+    exact_rows, exact_columns = exact_features.active_rows(solver, onehot, alpha)
+    assert torch.equal(exact_columns.sort(dim=1).values, columns.sort(dim=1).values)
+    torch.testing.assert_close(exact_rows, expected.gather(1, exact_columns[..., None].expand(-1, -1, 5)),
+                               rtol=1e-12, atol=0)
 
 
 def test_a_float32_working_set_solve_matches_the_float64_solve():

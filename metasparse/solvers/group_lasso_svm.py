@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from metasparse.solvers.diagnostics import SolverInfo, row_sparsity
+from metasparse.solvers.diagnostics import SolverInfo
 from metasparse.solvers.fista import FistaResult
 from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_features import SupportFeatures
@@ -27,7 +27,6 @@ from metasparse.solvers.svm_objective import (
     check_svm_parameters,
     dual_from_weights,
     feature_columns,
-    nonzero_rows,
     per_task,
     relative_gap,
     svm_dual_objective,
@@ -38,7 +37,6 @@ from metasparse.solvers.svm_objective import (
     svm_relative_gap,
     svm_zero_solution,
     weights_from_dual_residual,
-    without_group_lasso,
 )
 from metasparse.solvers.svm_polish import POLISH_SETTLED, polish_and_refine
 from metasparse.solvers.svm_working_set import first_order_solve, solved_on_all_features
@@ -154,7 +152,7 @@ class GroupLassoSVM:
             onehot: (B, n, K) one-hot labels.
             init: Optional (B, n, K) warm start; uniform ``1/K`` by default, as in the paper's code.
         """
-        alpha, info, _ = self._solve_dual(self._features(support), onehot.double(), init)
+        alpha, info, _, _ = self._solve_dual(self._features(support), onehot.double(), init)
         info.residual, info.sparsity = info.residual.to(support.dtype), info.sparsity.to(support.dtype)
         return alpha.to(support.dtype), info
 
@@ -165,10 +163,11 @@ class GroupLassoSVM:
         on_all_features = solved_on_all_features(self, support, self.tol)
         return SupportFeatures(support.double() if on_all_features else support)
 
-    def _solve_dual(self, features: SupportFeatures, y: torch.Tensor,
-                    init: torch.Tensor | None) -> tuple[torch.Tensor, SolverInfo, torch.Tensor]:
+    def _solve_dual(self, features: SupportFeatures, y: torch.Tensor, init: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, SolverInfo, torch.Tensor, torch.Tensor | None]:
         """As `solve_dual` on ``features`` (`_features`) and float64 ``y``, with the solution and
-        diagnostics in float64, and the weights W(alpha) (B, d, K) in float64."""
+        diagnostics in float64, and the weights W(alpha) in float64 on their nonzero rows
+        (`SupportFeatures.active_rows`: the rows and their columns, ``None`` for all d)."""
         # inference mode: at the small sizes of few-shot episodes a solve is thousands of tiny operations,
         # and it skips their autograd bookkeeping (10-15% of a solve); the results are cloned out of it
         with torch.inference_mode():
@@ -195,14 +194,16 @@ class GroupLassoSVM:
                     norms = None
                 else:  # the norms at the solution: no pass over all features for its weights
                     norms[tasks] = result.feature_norms
-            weights = features.weights(self, y, alpha, norms)
-        alpha, weights, iterations, converged, residual = (
-            tensor.clone() for tensor in (alpha, weights, iterations, converged, residual))
-        info = SolverInfo(iterations, converged, residual, *row_sparsity(weights),
-                          self.tol, self.max_iter, "native",
+            rows, columns = features.active_rows(self, y, alpha, norms)
+            active = rows.abs().amax(dim=-1).gt_(0).sum(dim=-1)
+        alpha, rows, columns, iterations, converged, residual, active = (
+            None if tensor is None else tensor.clone()
+            for tensor in (alpha, rows, columns, iterations, converged, residual, active))
+        sparsity = 1 - active.to(y.dtype) / features.shape[-1]
+        info = SolverInfo(iterations, converged, residual, active, sparsity, self.tol, self.max_iter, "native",
                           gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)
                                                         | (not self.newton)))
-        return alpha, info, weights
+        return alpha, info, rows, columns
 
     def _iterative_solve(self, features: SupportFeatures, onehot: torch.Tensor, alpha: torch.Tensor,
                          scores: torch.Tensor) -> FistaResult:
@@ -221,7 +222,7 @@ class GroupLassoSVM:
                                         exact: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
         """W(alpha*) (B, d, K) in the dtype of ``support``, differentiable in it (implicit gradient through
         alpha*, at the float64 ``exact``). With ``lambda1 > 0`` both are computed on ``columns`` only, the
-        nonzero rows of the float64 solution: the other features get no gradient and zero rows, so the
+        features active at the float64 solution: the other features get no gradient and zero rows, so the
         forward and backward passes over all d features reduce to one gather and one scatter."""
         if columns is None:
             dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
@@ -241,15 +242,13 @@ class GroupLassoSVM:
         only where that meets ``tol``: a float32 answer reported converged is converged in float32.
         """
         features, y = self._features(support), onehot.double()
-        exact, info, exact_weights = self._solve_dual(features, y, init)
-        columns = None if without_group_lasso(self.lambda1) else nonzero_rows(exact_weights)
+        exact, info, exact_rows, columns = self._solve_dual(features, y, init)
         weights = self._weights_with_implicit_gradient(support, onehot, exact, columns)
         if support.dtype != torch.float64:
             with torch.no_grad():
-                returned, exact_rows = weights.detach(), exact_weights
+                returned = weights.detach()
                 if columns is not None:  # the other rows are zero in both: no pass over all d of them
-                    index = columns[..., None].expand(-1, -1, weights.shape[-1])
-                    returned, exact_rows = returned.gather(1, index), exact_weights.gather(1, index)
+                    returned = returned.gather(1, columns[..., None].expand(-1, -1, weights.shape[-1]))
                 primal = features.primal_objective(self, returned.double(), y, columns)
                 dual = dual_from_weights(exact_rows, exact, y, self.lambda2, self.dual_reg)
                 info.residual = torch.maximum(info.residual, relative_gap(primal, dual, y))

@@ -25,6 +25,7 @@ from metasparse.solvers.svm_objective import (
     relative_gap,
     svm_primal_objective,
     weights_from_dual_residual,
+    without_group_lasso,
 )
 
 __all__ = ["SupportFeatures"]
@@ -98,26 +99,25 @@ class SupportFeatures:
         exact = feature_norms(self.columns(index), dual_residual)
         return norms.scatter(1, index, torch.where(uncertain.gather(1, index), exact, norms.gather(1, index)))
 
-    def weights(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
-                norms: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, d, K) float64 W(alpha); from float32 features, through the active columns (``norms`` at
-        alpha when known): the other rows are exactly zero."""
-        lambda1 = parameters.lambda1
-        if self.exact:
-            return weights_from_dual_residual(self.support, onehot - alpha, lambda1, parameters.lambda2)
+    def active_rows(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
+                    norms: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """W(alpha) in float64 on its nonzero rows: ``(rows (B, width, K), columns (B, width))``, the
+        columns of the features active at alpha (``norms`` at alpha when known), as wide as the task
+        with the most; the other rows of W are exactly zero. With ``lambda1 = 0``: all d rows, ``None``."""
+        lambda1, lambda2 = parameters.lambda1, parameters.lambda2
+        if without_group_lasso(lambda1):
+            return weights_from_dual_residual(self.support.double(), onehot - alpha, lambda1, lambda2), None
         norms = self.norms(onehot - alpha, lambda1) if norms is None else norms
-        active, index = active_features(self.support, norms, lambda1)
-        rows = weights_from_dual_residual(active.double(), onehot - alpha, lambda1, parameters.lambda2)
-        weights = rows.new_zeros(*self.shape[::2], onehot.shape[-1])
-        return weights.scatter(1, index[..., None].expand_as(rows), rows)
+        active, columns = active_features(self.support, norms, lambda1)
+        return weights_from_dual_residual(active.double(), onehot - alpha, lambda1, lambda2), columns
 
     def gap(self, parameters: SVMParameters, onehot: torch.Tensor, alpha: torch.Tensor,
             norms: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) relative duality gap of the problem on all d features at alpha, through its active
         columns: the inactive features add nothing to W(alpha), to X W or to D."""
-        weights = self.weights(parameters, onehot, alpha, norms)
-        primal = self.primal_objective(parameters, weights, onehot)
-        return relative_gap(primal, dual_from_weights(weights, alpha, onehot, parameters.lambda2,
+        rows, columns = self.active_rows(parameters, onehot, alpha, norms)
+        primal = self.primal_objective(parameters, rows, onehot, columns)
+        return relative_gap(primal, dual_from_weights(rows, alpha, onehot, parameters.lambda2,
                                                       parameters.dual_reg), onehot)
 
     def primal_objective(self, parameters: SVMParameters, weights: torch.Tensor, onehot: torch.Tensor,
