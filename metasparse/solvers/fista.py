@@ -106,7 +106,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
     y = x0.clone()
     # each task's momentum is looked up from its number of iterations since its last restart
     since_restart = torch.zeros(batch, dtype=torch.long, device=x0.device)
-    betas = _momentum_table(max_iter, x0)
+    betas = _per_task(_momentum_table(max_iter, x0), x0)  # shaped (length, 1, ...): looked up per task
     iterations = torch.full((batch,), max_iter, dtype=torch.long, device=x0.device)
     converged = torch.zeros(batch, dtype=torch.bool, device=x0.device)
     any_converged = False
@@ -118,7 +118,7 @@ def fista(x0: torch.Tensor, gradient: Callable[[torch.Tensor], torch.Tensor],
         difference = x_new - x
         restart = _batch_dot(y - x_new, difference) > 0
         since_restart = (since_restart + 1).masked_fill_(restart, 0)
-        y = torch.addcmul(x_new, _per_task(betas.index_select(0, since_restart), x0), difference)
+        y = torch.addcmul(x_new, betas.index_select(0, since_restart), difference)
         x = x_new
         if tol is not None and it % check_every == 0:
             residual = gap(x)

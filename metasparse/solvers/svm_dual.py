@@ -13,7 +13,6 @@ from metasparse.solvers.svm_objective import (
     dual_from_kernel,
     gap_from_gram,
     per_task,
-    relative_gap,
     smoothed_hinge,
     without_group_lasso,
 )
@@ -86,11 +85,12 @@ class DualProblem:
     def _shrink_factor(self, correlation: torch.Tensor) -> torch.Tensor:
         """(B, [F,] 1, p) ``(1 - lambda1 / ||v_j||)_+`` for each feature's column v_j of ``correlation``:
         BST(v_j) = v_j times it. (From 1 / ||v_j||, two operations fewer than from ||v_j|| - lambda1.)"""
-        squared_norms = correlation.square().sum(dim=-2, keepdim=True)
-        inverse_norms = squared_norms.clamp_min_(torch.finfo(correlation.dtype).tiny).rsqrt_()
+        inverse_norms = correlation.square().sum(dim=-2, keepdim=True).rsqrt_()
         lambda1 = self.parameters.lambda1
-        if isinstance(lambda1, torch.Tensor):
+        if isinstance(lambda1, torch.Tensor):  # a zero row's 1 / 0 = inf would meet a lambda1 of 0: clamped
+            inverse_norms.clamp_max_(torch.finfo(correlation.dtype).max)
             return inverse_norms.mul_(per_task(lambda1, inverse_norms)).neg_().add_(1).clamp_min_(0)
+        # lambda1 > 0 here: a zero row's 1 - lambda1 * inf = -inf is clamped to 0
         return torch.rsub(inverse_norms, 1, alpha=lambda1).clamp_min_(0)
 
     def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,8 +158,9 @@ class DualProblem:
         scores = (shrunk @ self.support.mT).mT / p.lambda2  # X W, (B, n, K)
         penalty = kernel / (2 * p.lambda2) + per_task(p.lambda1, kernel) * excess.sum(dim=(1, 2)) / p.lambda2
         primal = smoothed_hinge(scores, self.onehot, p.dual_reg / p.lambda2) + penalty
-        return relative_gap(primal, dual_from_kernel(kernel, alpha, self.onehot, p.lambda2, p.dual_reg),
-                            self.onehot)
+        # `relative_gap`, where P > 0: with two classes or more, P(0) > 0 and P(W != 0) > lambda2 ||W||^2 / 2
+        dual = dual_from_kernel(kernel, alpha, self.onehot, p.lambda2, p.dual_reg)
+        return (primal + dual).sub_(self.onehot.shape[1]).div_(primal)
 
     def _of_tasks(self, index: torch.Tensor) -> DualProblem:
         """This problem for the tasks ``index`` only, from the parts already computed (no new product)."""
