@@ -78,6 +78,35 @@ def test_newton_steps_solve_the_ill_conditioned_svm_dual():
     assert not bool(fista_only.converged.any())
 
 
+def test_a_small_dual_is_finished_by_the_polish_within_max_iter():
+    # 5-way 1-shot, d = 640: the first-order solve stops at POLISH_FINISHES_FROM x tol and the Newton
+    # polish takes every task below tol, its steps counted as iterations and kept within max_iter
+    from metasparse.solvers.svm_features import SupportFeatures
+    from metasparse.solvers.svm_polish import POLISH_FINISHES_FROM, POLISH_SETTLED, first_order_tol
+    from metasparse.solvers.svm_working_set import first_order_solve
+    from metasparse.tasks import random_episodes
+
+    support, labels, _, _ = random_episodes(4, 5, 1, 1, 640, seed=8, dtype=torch.float64)
+    onehot = torch.nn.functional.one_hot(labels, 5).double()
+    solver = GroupLassoSVM(0.3 * float(svm_lambda1_max(support, onehot, 10.0, 1.0).median()), 10.0, 1.0)
+    assert first_order_tol(solver, onehot) == POLISH_FINISHES_FROM * solver.tol
+    first = first_order_solve(solver, SupportFeatures(support), onehot, torch.full_like(onehot, 0.2),
+                              first_order_tol(solver, onehot))
+    assert bool(first.converged.all()) and float(first.residual.max()) > solver.tol  # the polish's to do
+    alpha, info = solver.solve_dual(support, onehot)
+    assert bool(info.converged.all()) and float(info.residual.max()) <= POLISH_SETTLED
+    assert bool((info.iterations > first.iterations).all())  # the Newton steps count
+    exact, _ = GroupLassoSVM(solver.lambda1, 10.0, 1.0, **TIGHT).solve_dual(support, onehot)
+    torch.testing.assert_close(alpha, exact, rtol=0, atol=1e-8)
+    assert float((first.solution - exact).abs().max()) > 1e-5
+    # a budget that ends where the first-order solve of a task above tol does leaves its polish no step
+    task = int(first.residual.argmax())
+    capped = GroupLassoSVM(solver.lambda1, 10.0, 1.0, max_iter=int(first.iterations[task]))
+    _, short = capped.solve_dual(support, onehot)
+    assert not bool(short.converged[task]) and int(short.iterations[task]) == capped.max_iter
+    assert bool((short.residual[short.converged] <= solver.tol).all())
+
+
 def test_working_set_converges_on_backbone_sized_features_within_max_iter():
     # 15-shot, d = 16000 ReLU features, lambda1 = 0.3 lambda1_max: the tasks of the benchmark batch that
     # missed tol=1e-4 in 1000 iterations when every working-set round was solved to tol

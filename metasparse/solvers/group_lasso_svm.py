@@ -38,7 +38,7 @@ from metasparse.solvers.svm_objective import (
     svm_zero_solution,
     weights_from_dual_residual,
 )
-from metasparse.solvers.svm_polish import POLISH_SETTLED, polish_and_refine
+from metasparse.solvers.svm_polish import POLISH_SETTLED, first_order_tol, polish_and_refine
 from metasparse.solvers.svm_working_set import first_order_solve, solved_on_all_features
 
 __all__ = [
@@ -200,20 +200,22 @@ class GroupLassoSVM:
             None if tensor is None else tensor.clone()
             for tensor in (alpha, rows, columns, iterations, converged, residual, active))
         sparsity = 1 - active.to(y.dtype) / features.shape[-1]
-        info = SolverInfo(iterations, converged, residual, active, sparsity, self.tol, self.max_iter, "native",
-                          gradient_trusted=converged & (closed_form | (residual <= POLISH_SETTLED)
-                                                        | (not self.newton)))
+        trusted = converged & (closed_form | (residual <= POLISH_SETTLED) | (not self.newton))
+        info = SolverInfo(iterations, converged, residual, active, sparsity, self.tol, self.max_iter,
+                          "native", gradient_trusted=trusted)
         return alpha, info, rows, columns
 
     def _iterative_solve(self, features: SupportFeatures, onehot: torch.Tensor, alpha: torch.Tensor,
                          scores: torch.Tensor) -> FistaResult:
         """First-order solve to ``tol`` (on a working set where that pays, the first one picked by
-        ``scores``), then the Newton polish."""
+        ``scores``), then the Newton polish; on a small dual, to 10 x tol, the polish finishing it
+        (`metasparse.solvers.svm_polish.first_order_tol`)."""
         # solved on all features: one problem, so one Gram matrix, for the solve and the polish (float64
         # features, unless these tasks' lambda1 are all 0 while the batch's were not)
         full = (DualProblem(self, features.support.double(), onehot)
                 if solved_on_all_features(self, features, self.tol) else None)
-        result = first_order_solve(self, features, onehot, alpha, self.tol, full, scores)
+        tol = first_order_tol(self, onehot)
+        result = first_order_solve(self, features, onehot, alpha, tol, full, scores)
         if self.newton and self.tol is not None:
             result = polish_and_refine(self, features, onehot, result, full)
         return result

@@ -12,15 +12,16 @@ import torch
 
 from metasparse.solvers.fista import FistaResult
 from metasparse.solvers.svm_dual import DualProblem
-from metasparse.solvers.svm_objective import per_task
+from metasparse.solvers.svm_objective import per_task, without_group_lasso
 from metasparse.solvers.svm_working_set import WORKING_SET_MIN, first_order_solve
 
 if TYPE_CHECKING:
     from metasparse.solvers.group_lasso_svm import GroupLassoSVM
     from metasparse.solvers.svm_features import SupportFeatures
 
-__all__ = ["POLISH_FEATURE_MARGIN", "POLISH_GAP_FLOOR", "POLISH_SETTLED", "POLISH_STEPS", "REFINE_FACTOR",
-           "REFINE_ROUNDS", "polish", "polish_and_refine"]
+__all__ = ["POLISH_FEATURE_MARGIN", "POLISH_FINISHES_FROM", "POLISH_GAP_FLOOR", "POLISH_SETTLED",
+           "POLISH_STEPS", "REFINE_FACTOR", "REFINE_ROUNDS", "SMALL_DUAL", "first_order_tol", "polish",
+           "polish_and_refine"]
 
 POLISH_STEPS = 8
 """Newton steps of one polish at most."""
@@ -34,6 +35,26 @@ REFINE_FACTOR = 1e-2
 """A task whose polish did not settle is solved this much tighter and polished again ..."""
 REFINE_ROUNDS = 2
 """... at most this many times."""
+SMALL_DUAL = 125
+"""A dual of at most this many variables (n K; 5-way 5-shot has 125) is small: its Newton steps are cheap
+next to the first-order iterations they replace ..."""
+POLISH_FINISHES_FROM = 10.0
+"""... so there the first-order solve stops at this many times ``tol`` and the polish finishes the solve. That
+skips the last working-set round (10 x tol down to tol), and the polish settles from there in as many
+steps (2 at 1 shot): 0.90-0.95x the time of a step at 1 shot and 0.94-1.0x at 5 shots (d = 640-16000). On
+larger duals (15 shots, d = 16000) the polish from 10 x tol missed the optimal face on 1 to 7 of 8 tasks,
+which were then solved again: 1.16-1.22x."""
+
+
+def first_order_tol(solver: GroupLassoSVM, onehot: torch.Tensor) -> float | None:
+    """The tolerance of the first-order solve: ``solver.tol``, or `POLISH_FINISHES_FROM` x that on a small
+    dual (`SMALL_DUAL`) with ``lambda1 > 0``, which the polish then finishes (`polish_and_refine`). (With
+    ``lambda1 = 0`` FISTA already takes Newton steps where it stalls; a polish from 10 x tol took 1.7x the
+    time of a step at 5 shots, d = 16000.)"""
+    if not solver.newton or solver.tol is None or without_group_lasso(solver.lambda1):
+        return solver.tol
+    small = onehot.shape[1] * onehot.shape[2] <= SMALL_DUAL
+    return POLISH_FINISHES_FROM * solver.tol if small else solver.tol
 
 
 def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
@@ -43,10 +64,20 @@ def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: 
     Newton steps from a point at ``tol`` settle on the optimal face (gap at rounding level) unless
     that point is too far from it: with features close to their threshold (many, for ReLU features
     at 15 shots) the face is often only found from a gap ~1e-6. Such tasks are solved further by
-    FISTA to ``tol`` x 1e-2, then 1e-4, and polished again; ``iterations`` and ``converged`` keep
-    describing the solve at ``tol``. ``full``: as in `first_order_solve`.
+    FISTA to ``tol`` x 1e-2, then 1e-4, and polished again. ``result`` is the first-order solve to
+    `first_order_tol`: where that is ``tol``, ``iterations`` and ``converged`` keep describing it; where
+    the polish finishes the solve (a small dual), its Newton steps count as iterations (within
+    ``max_iter``) and a task has converged where its polished gap is at most ``tol``.
+    ``full``: as in `first_order_solve`.
     """
-    polished = polish(solver, features, onehot, result, result.converged, full)
+    finishing = first_order_tol(solver, onehot) != solver.tol
+    budget = solver.max_iter - result.iterations if finishing else None
+    polished, steps = polish(solver, features, onehot, result, result.converged, full, budget)
+    if finishing:
+        converged = result.converged & (polished.residual <= solver.tol)
+        iterations = torch.where(converged, result.iterations + steps, solver.max_iter)
+    else:
+        converged, iterations = result.converged, result.iterations
     tol = solver.tol
     for _ in range(REFINE_ROUNDS):
         unsettled = result.converged & (polished.residual > POLISH_SETTLED)
@@ -54,19 +85,21 @@ def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: 
             break
         tol *= REFINE_FACTOR
         refined = first_order_solve(solver, features, onehot, polished.solution, tol, full)
-        refined = polish(solver, features, onehot, refined, unsettled, full)
+        refined, _ = polish(solver, features, onehot, refined, unsettled, full)
         better = unsettled & (refined.residual < polished.residual)
         polished = polished._replace(
             solution=torch.where(better[:, None, None], refined.solution, polished.solution),
             residual=torch.where(better, refined.residual, polished.residual),
             feature_norms=None if polished.feature_norms is None
             else torch.where(better[:, None], refined.feature_norms, polished.feature_norms))
-    return polished
+    return polished._replace(iterations=iterations, converged=converged)
 
 
 def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor, result: FistaResult,
-           tasks: torch.Tensor, full: DualProblem | None = None) -> FistaResult:
-    """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap.
+           tasks: torch.Tensor, full: DualProblem | None = None,
+           budget: torch.Tensor | None = None) -> tuple[FistaResult, torch.Tensor]:
+    """Newton steps on ``tasks``, down to rounding level, at most ``budget`` (B,) per task; kept where they
+    lower the gap. Returns the result and the (B,) steps taken.
 
     Each step lowers D, but the primal objective at W(alpha), and so the gap, can rise on the way
     before the steps settle on the optimal face; a task whose final gap is not lower keeps its
@@ -85,12 +118,16 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
         problem = full
     pending = tasks & (residual > POLISH_GAP_FLOOR)
     polished = residual  # the problem's gap at alpha (a task that does not move keeps its residual)
+    steps = torch.zeros_like(result.iterations)
     for _ in range(POLISH_STEPS):
+        if budget is not None:
+            pending &= steps < budget
         if not bool(pending.any()):
             break
         moved = problem.newton_step(alpha, pending)
         pending &= (moved != alpha).flatten(1).any(dim=1)
         alpha = moved
+        steps += pending
         gap = problem.gap(alpha)
         polished = torch.where(pending, gap, polished)
         pending &= gap > POLISH_GAP_FLOOR
@@ -105,4 +142,4 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
     if norms is not None:
         norms = torch.where(better[:, None], norms, scores)
     return result._replace(solution=torch.where(better[:, None, None], alpha, result.solution),
-                           residual=torch.where(better, polished, residual), feature_norms=norms)
+                           residual=torch.where(better, polished, residual), feature_norms=norms), steps
