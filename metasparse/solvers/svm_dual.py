@@ -93,14 +93,19 @@ class DualProblem:
         # lambda1 > 0 here: a zero row's 1 - lambda1 * inf = -inf is clamped to 0
         return torch.rsub(inverse_norms, 1, alpha=lambda1).clamp_min_(0)
 
-    def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), transposed: (B, K, p) for (B, n, K)
-        ``alpha``, (B, F, K, p) for (B, n, F, K); the norms of its rows (the features), (B, [F,] 1, p);
-        and the correlation (Y - alpha)^T X before the threshold, shaped like the first."""
+    def _excess(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The correlation (Y - alpha)^T X: (B, K, p) for (B, n, K) ``alpha``, (B, F, K, p) for
+        (B, n, F, K); the norms of its columns (the features) and their excess over lambda1,
+        ``||BST(v_j)|| = (||v_j|| - lambda1)_+``, both (B, [F,] 1, p)."""
         correlation = self._correlation(alpha)
         norms = correlation.square().sum(dim=-2, keepdim=True).sqrt_()  # vector_norm is 10x slower on dim -2
-        excess = (norms - per_task(self.parameters.lambda1, norms)).clamp_min_(0)
-        return correlation * (excess / norms.clamp_min(torch.finfo(norms.dtype).tiny)), excess, correlation
+        return correlation, norms, (norms - per_task(self.parameters.lambda1, norms)).clamp_min_(0)
+
+    def _shrunk_correlation(self, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``BST(X^T (Y - alpha), lambda1)`` = lambda2 W(alpha), transposed and shaped like the correlation
+        (`_excess`), and the norms of its rows, (B, [F,] 1, p)."""
+        correlation, norms, excess = self._excess(alpha)
+        return correlation.mul_(excess / norms.clamp_min_(torch.finfo(norms.dtype).tiny)), excess
 
     def gradient(self, alpha: torch.Tensor) -> torch.Tensor:
         """grad D(alpha), shaped like ``alpha``."""
@@ -141,7 +146,7 @@ class DualProblem:
             residual = (onehot - alpha).reshape(*alpha.shape[:2], -1)
             kernel = (residual * (self.gram @ residual)).reshape(alpha.shape).sum(dim=(1, -1))
         else:  # ||BST(v)_j|| = max(||v_j|| - lambda1, 0)
-            kernel = self._shrunk_correlation(alpha)[1].square().sum(dim=(-2, -1))
+            kernel = self._excess(alpha)[2].square().sum(dim=(-2, -1))
         return dual_from_kernel(kernel, alpha, onehot, p.lambda2, p.dual_reg)
 
     def gap(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -153,7 +158,7 @@ class DualProblem:
         p = self.parameters
         if self.quadratic:
             return gap_from_gram(p, self.gram, self.onehot, alpha)
-        shrunk, excess, _ = self._shrunk_correlation(alpha)
+        shrunk, excess = self._shrunk_correlation(alpha)
         kernel = excess.square().sum(dim=(1, 2))
         scores = (shrunk @ self.support.mT).mT / p.lambda2  # X W, (B, n, K)
         penalty = kernel / (2 * p.lambda2) + per_task(p.lambda1, kernel) * excess.sum(dim=(1, 2)) / p.lambda2

@@ -12,6 +12,7 @@ Kronecker structure of the Hessian (`reduced_dual_hessian`).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -36,12 +37,10 @@ class Face(NamedTuple):
     eliminates, and the others are the unknowns. Pivots are not in the system, so its size is the
     number of unknowns (padding aside), not the number of movable entries."""
 
-    entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K)
+    entries: torch.Tensor  # (B, m) flat indices i * K + k into (B, n, K), distinct, padding last
     samples: torch.Tensor  # (B, m) row i of each entry (padding included)
-    classes: torch.Tensor  # (B, m) class k of each entry (padding included)
-    pivot_classes: torch.Tensor  # (B, m) class of the pivot of each entry's row (padding included)
-    unknown: torch.Tensor  # (B, m) bool: an unknown, not padding
-    n_classes: int  # K
+    pivot_entries: torch.Tensor  # (B, m) flat index of the pivot of each unknown's row (any on padding)
+    unknown: torch.Tensor  # (B, m) int8: 1 for an unknown, 0 for padding
     eliminated: torch.Tensor  # (B, m, K) int8 rows e_a = 1_{k_a} - 1_{pivot(a)} of T^T, zero on padding
 
 
@@ -50,23 +49,30 @@ def face_of(free: torch.Tensor) -> Face:
 
     Example:
         >>> face = face_of(torch.tensor([[[True, True], [True, False]]]))
-        >>> face.entries, face.pivot_classes, face.unknown
-        (tensor([[0]]), tensor([[1]]), tensor([[True]]))
+        >>> face.entries, face.pivot_entries, face.unknown
+        (tensor([[0]]), tensor([[1]]), tensor([[1]], dtype=torch.int8))
     """
     batch, n, k = free.shape
+    one_based, differences = _class_tables(k, free.device)
     movable = free & (free.sum(dim=-1, keepdim=True) >= 2)
-    # the pivot of a row is its last movable entry: the largest class index among them
-    classes_in_row = torch.arange(k, device=free.device).expand(batch, n, k)
-    pivots = torch.where(movable, classes_in_row, -1).amax(dim=-1)  # (B, n)
-    unknowns = (movable & (classes_in_row != pivots[..., None])).reshape(batch, n * k)
+    # the pivot of a row is its last movable entry (the largest class among them); 1-based, 0 for none
+    pivots = (movable * one_based).amax(dim=-1)  # (B, n)
+    unknowns = (movable & (one_based != pivots[..., None])).reshape(batch, n * k)
     width = max(1, int(unknowns.sum(dim=1).max()))
-    entries = torch.argsort((~unknowns).to(torch.int8), dim=1, stable=True)[:, :width]
+    unknown, entries = unknowns.to(torch.int8).topk(width, dim=1)  # the unknowns first, then padding
     samples, classes = entries // k, entries % k
-    pivot_classes = pivots.gather(1, samples).clamp_min(0)
-    unknown = unknowns.gather(1, entries)
-    eye = torch.eye(k, dtype=torch.int8, device=free.device)
-    eliminated = (eye[classes] - eye[pivot_classes]) * unknown[..., None]
-    return Face(entries, samples, classes, pivot_classes, unknown, k, eliminated)
+    pivot_classes = pivots.gather(1, samples).sub_(1).clamp_min_(0)  # 0 on padding, which is masked
+    eliminated = differences[classes, pivot_classes] * unknown[..., None]
+    return Face(entries, samples, entries + (pivot_classes - classes), unknown, eliminated)
+
+
+@functools.lru_cache(maxsize=8)
+def _class_tables(k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[1, ..., k]`` and the (k, k, k) int8 table of ``1_c - 1_p`` (the rows of T^T), built once
+    per K and device; outside inference mode, so that any caller can use them."""
+    with torch.inference_mode(False):
+        eye = torch.eye(k, dtype=torch.int8, device=device)
+        return torch.arange(1, k + 1, device=device), eye[:, None, :] - eye[None, :, :]
 
 
 def select_features(support: torch.Tensor, scores: torch.Tensor,
@@ -100,47 +106,45 @@ def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, paramete
     e_b\rangle + (Z' Z'^\top)_{ab}$ with $Z'_{a j} = X_{i_a j} \sqrt{t_j} \langle \hat v_j, e_a\rangle$:
     one gather of the n x n matrix G and one product, never the m x m Hessian itself.
     """
-    batch, n, _ = support.shape
-    rows = face.samples
-    m = rows.shape[1]
-    lambda1, lambda2 = parameters.lambda1, parameters.lambda2
+    batch = support.shape[0]
+    rows, lambda1, lambda2 = face.samples, parameters.lambda1, parameters.lambda2
+    tasks = torch.arange(batch, device=rows.device)
     eliminated = face.eliminated.to(support.dtype)
-    ridge = torch.full((batch, n), parameters.dual_reg / lambda2, dtype=support.dtype, device=support.device)
+    # lambda2 T^T H T first (the form above), divided by lambda2 at the end
     if without_group_lasso(lambda1):
-        gram = support @ support.transpose(1, 2) if gram is None else gram
-        kernel, z = gram / lambda2 + torch.diag_embed(ridge), None
+        kernel, z = (support @ support.transpose(1, 2) if gram is None else gram.clone()), None
     else:
         norms = v.square().sum(dim=-1).sqrt()  # v may be a transpose: vector_norm is slow across strides
         support_active, columns = active_features(support, norms, lambda1)
-        norms_active = norms.gather(1, columns)
-        threshold = per_task(lambda1, norms_active)
-        is_active = norms_active > threshold
-        norms_active = norms_active.clamp_min(torch.finfo(v.dtype).tiny)
-        ratio = torch.where(is_active, threshold / norms_active, 0.0)
-        shrink = torch.where(is_active, 1 - ratio, 0.0) / lambda2
-        kernel = torch.baddbmm(torch.diag_embed(ridge), support_active * shrink[:, None, :],
-                               support_active.transpose(1, 2))
-        directions = v.gather(1, columns[..., None].expand(-1, -1, v.shape[-1])) / norms_active[..., None]
-        scaled_directions = (ratio / lambda2).sqrt()[:, :, None] * directions  # (B, width, K)
+        inverse_norms = norms.gather(1, columns).clamp_min_(torch.finfo(v.dtype).tiny).reciprocal_()
+        ratio = inverse_norms * per_task(lambda1, inverse_norms)  # t_j
+        shrink = torch.rsub(ratio, 1).clamp_min_(0)  # 1 - t_j on the active rows (t_j < 1), 0 on the others
+        # sqrt(t_j) v_hat_j = sqrt(t_j) / ||v_j|| v_j on the active rows, 0 on the others
+        along = torch.where(shrink > 0, ratio.sqrt_().mul_(inverse_norms), 0.0)
+        kernel = (support_active * shrink[:, None, :]) @ support_active.transpose(1, 2)
+        scaled_directions = v.gather(1, columns[..., None].expand(-1, -1, v.shape[-1])) * along[..., None]
         # the rows of the unknowns' samples: indexing copies whole rows, 2-4x faster than gather here
-        support_rows = support_active[torch.arange(batch, device=rows.device)[:, None], rows]
+        support_rows = support_active[tasks[:, None], rows]
         z = support_rows * (eliminated @ scaled_directions.transpose(1, 2))  # (B, m, width)
-    reduced = kernel.gather(1, rows[:, :, None].expand(batch, m, n))
+    kernel.diagonal(dim1=1, dim2=2).add_(parameters.dual_reg)
+    m = rows.shape[1]
+    reduced = kernel.gather(1, rows[:, :, None].expand(batch, m, kernel.shape[-1]))
     reduced = reduced.gather(2, rows[:, None, :].expand(batch, m, m))
     reduced.mul_(eliminated @ eliminated.transpose(1, 2))
     if z is not None:
         reduced.baddbmm_(z, z.transpose(1, 2))
-    reduced.diagonal(dim1=1, dim2=2).add_((~face.unknown).to(reduced.dtype))
-    return reduced
+    reduced.diagonal(dim1=1, dim2=2).add_(1 - face.unknown, alpha=lambda2)  # identity on the padding
+    return reduced.div_(lambda2)
 
 
 def solve_on_face(reduced_hessian: torch.Tensor, face: Face, rhs: torch.Tensor) -> torch.Tensor:
     r"""(B, n, K) solution u of the face's KKT system $[H\ E; E^\top\ 0][u; \mu] = [r; 0]$, zero off the
     face (its entries sum to zero in each row), from ``reduced_hessian`` $T^\top H T$
     (`reduced_dual_hessian`) and ``rhs`` r (B, n, K)."""
-    batch, n, k = rhs.shape
-    rows_of_rhs = rhs.gather(1, face.samples[:, :, None].expand(-1, -1, k))
-    z = solve_spd(reduced_hessian, (face.eliminated.to(rhs.dtype) * rows_of_rhs).sum(dim=-1))
+    flat = rhs.reshape(rhs.shape[0], -1)
+    # T^T r: <e_a, r_i> = r at the unknown minus r at its pivot; 0 on the padding
+    z = solve_spd(reduced_hessian, (flat.gather(1, face.entries) - flat.gather(1, face.pivot_entries))
+                  .mul_(face.unknown))
     # u = T z: an unknown is its z, a pivot minus the sum of its row's unknowns
-    u = torch.zeros(batch, n * k, dtype=rhs.dtype, device=rhs.device).scatter(1, face.entries, z)
-    return u.scatter_add(1, face.samples * k + face.pivot_classes, -z).reshape(rhs.shape)
+    u = torch.zeros_like(flat).scatter_(1, face.entries, z)
+    return u.scatter_add_(1, face.pivot_entries, z.neg_()).reshape(rhs.shape)
