@@ -90,8 +90,11 @@ class SupportFeatures:
         n, k = dual_residual.shape[1], dual_residual.shape[2]
         row_error = (n + 1) * unit * self._max_abs * dual_residual.abs().sum(dim=(1, 2))  # (B,)
         threshold = per_task(threshold, norms)
-        margin = 2 * (row_error[:, None] + (k + 2) * unit * norms)
-        uncertain = (norms - threshold).abs() <= margin
+        # |norm - threshold| <= 2 (row_error + (k + 2) unit norm) implies the per-task bound below, since
+        # norm <= threshold + |norm - threshold|: no pass over the (B, d) norms to form the margin
+        relative = 2 * (k + 2) * unit
+        margin = (2 * row_error[:, None] + relative * threshold) / (1 - relative)
+        uncertain = (norms - threshold).abs_() <= margin
         count = int(uncertain.sum(dim=-1).max())
         if count == 0:
             return norms
