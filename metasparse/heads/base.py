@@ -29,7 +29,8 @@ def empty_info(like: torch.Tensor, tol: float | None, max_iter: int, solver: str
 class EpisodicHead(nn.Module):
     """Base class of the classification heads, batched over episodes.
 
-    Subclasses implement `_solve` (and `_scores` when the scores are not ``query @ W``).
+    Subclasses implement `_solve` (and `_scores` when the scores are not ``query @ W``; `_fit_scores` to
+    score a query without the dense weights).
     Two calling conventions are supported:
 
     * MetaOptNet's: ``logits = head(query, support, support_labels, n_way, n_shot=None)``;
@@ -83,6 +84,13 @@ class EpisodicHead(nn.Module):
         """(B, m, n_way) unscaled scores of the query under the fitted weights."""
         return query @ weights
 
+    def _fit_scores(self, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor,
+                    n_way: int) -> torch.Tensor:
+        """(B, m, n_way) unscaled scores of the query under the weights fitted on the support: `_fit`, then
+        `_scores`; a head that scores without forming its dense weights overrides it."""
+        weights = self._fit(support, labels, n_way)
+        return self._scores(query.to(weights.dtype), weights)
+
     def _fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         """`_solve` in the compute dtype (see the class docstring), or empty weights for B = 0."""
         support = support.to(compute_dtype(support.dtype))
@@ -128,8 +136,9 @@ class EpisodicHead(nn.Module):
             reference, labels, unbatched = check_classification_support(support, support_labels, n_way,
                                                                         n_shot)
         query = check_query(query, reference, unbatched)  # before the solve: a bad query fails at once
-        if support is not None:
-            weights = self._fit(reference, labels, operator.index(n_way))
-        scores = self._scores(query.to(weights.dtype), weights)
+        if support is None:
+            scores = self._scores(query.to(weights.dtype), weights)
+        else:
+            scores = self._fit_scores(query, reference, labels, operator.index(n_way))
         logits = (self.scale.to(scores.dtype) * scores).to(query.dtype)
         return logits[0] if unbatched else logits

@@ -29,7 +29,7 @@ from metasparse.solvers.group_lasso_svm import (
     svm_lambda1_max,
     svm_relative_gap,
 )
-from metasparse.solvers.svm_objective import scores_through_nonzero_rows
+from metasparse.solvers.svm_objective import NonzeroRows, scores_through_nonzero_rows
 
 __all__ = ["SOLVERS", "GroupLassoSVMHead", "SVMHead"]
 
@@ -160,6 +160,19 @@ class GroupLassoSVMHead(EpisodicHead):
         return empty_info(support, self.tol, self.max_iter if self.solver == "native" else 0, self.solver)
 
     def _solve(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+        return self._fit_weights(support, labels, n_way).dense()
+
+    def _fit_scores(self, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor,
+                    n_way: int) -> torch.Tensor:
+        # through the nonzero rows the solver found: no (B, d, K) weights to form and differentiate
+        if support.shape[0] == 0:
+            return super()._fit_scores(query, support, labels, n_way)
+        weights = self._fit_weights(support.to(compute_dtype(support.dtype)), labels, n_way)
+        return weights.scores(query.to(weights.rows.dtype))
+
+    def _fit_weights(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> NonzeroRows:
+        """`_solve`'s weights as their nonzero rows, for B >= 1 episodes in the compute dtype; sets
+        `last_info` and warns where a setting missed ``tol``."""
         onehot = self._onehot(support, labels, n_way)
         if self.lambda1_ratio is None and (self.lambda1 == 0 or self.solver == "native"):
             # no threshold to compute: the SVM, or the native solver, which answers the tasks at or above
@@ -173,24 +186,21 @@ class GroupLassoSVMHead(EpisodicHead):
             # at or above lambda1_max, W = 0 exactly (this lambda1_max needs dual_reg > 0)
             all_zero = (lambda1 >= lambda1_max) & (self.dual_reg > 0)
         if self.solver == "native":
-            weights, info = self._solve_native(support, onehot, lambda1)
+            solver = self.native if self.lambda1_ratio is None else self.native.for_tasks(lambda1)
+            weights, info = solver.solve_nonzero_rows(support, onehot)  # one batched solve, lambda1 per task
         else:
-            weights, info = self._solve_cvxpylayers(support, onehot, lambda1, all_zero)
+            dense, info = self._solve_cvxpylayers(support, onehot, lambda1, all_zero)
+            weights = NonzeroRows(dense, None, support.shape[-1])
         if self.dual_reg > 0:
             # zeros with zero gradients, whatever rounding left in the solution
             if all_zero is not None and bool(all_zero.any()):
-                weights = weights * (~all_zero)[:, None, None].to(weights.dtype)
-            active, sparsity = row_sparsity(weights.detach())
-            info = dataclasses.replace(info, active=active, sparsity=sparsity)
+                weights = weights._replace(rows=weights.rows * (~all_zero)[:, None, None].to(support.dtype))
+            active = row_sparsity(weights.rows.detach())[0]
+            info = dataclasses.replace(info, active=active, sparsity=1 - active.to(info.sparsity.dtype)
+                                       / support.shape[-1])
         self.last_info = info
         warn_if_not_converged(info, type(self).__name__, self._warned)
         return weights
-
-    def _solve_native(self, support: torch.Tensor, onehot: torch.Tensor,
-                      lambda1: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:
-        if self.lambda1_ratio is None:
-            return self.native.solve(support, onehot)
-        return self.native.for_tasks(lambda1).solve(support, onehot)  # one batched solve, lambda1 per task
 
     def _solve_cvxpylayers(self, support: torch.Tensor, onehot: torch.Tensor, lambda1: torch.Tensor,
                            all_zero: torch.Tensor) -> tuple[torch.Tensor, SolverInfo]:

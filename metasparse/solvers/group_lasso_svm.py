@@ -24,6 +24,7 @@ from metasparse.solvers.svm_dual import DualProblem
 from metasparse.solvers.svm_features import SupportFeatures
 from metasparse.solvers.svm_implicit import dual_residual_with_implicit_gradient
 from metasparse.solvers.svm_objective import (
+    NonzeroRows,
     check_svm_parameters,
     dual_from_weights,
     feature_columns,
@@ -220,20 +221,16 @@ class GroupLassoSVM:
             result = polish_and_refine(self, features, onehot, result, full)
         return result
 
-    def _weights_with_implicit_gradient(self, support: torch.Tensor, onehot: torch.Tensor,
-                                        exact: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
-        """W(alpha*) (B, d, K) in the dtype of ``support``, differentiable in it (implicit gradient through
-        alpha*, at the float64 ``exact``). With ``lambda1 > 0`` both are computed on ``columns`` only, the
-        features active at the float64 solution: the other features get no gradient and zero rows, so the
-        forward and backward passes over all d features reduce to one gather and one scatter."""
-        if columns is None:
-            dual_residual = dual_residual_with_implicit_gradient(support, onehot, exact, self)
-            return weights_from_dual_residual(support, dual_residual, self.lambda1, self.lambda2)
-        active = feature_columns(support, columns)
+    def _rows_with_implicit_gradient(self, support: torch.Tensor, onehot: torch.Tensor, exact: torch.Tensor,
+                                     columns: torch.Tensor | None) -> torch.Tensor:
+        """The rows of W(alpha*) at ``columns`` (B, width, K), all d rows where ``columns`` is None, in the
+        dtype of ``support``, differentiable in it (implicit gradient through alpha*, at the float64
+        ``exact``). With ``lambda1 > 0`` only the columns of the features active at the float64 solution
+        are read: the other features get no gradient and zero rows, so the forward and backward passes
+        over all d features reduce to one gather and one scatter."""
+        active = support if columns is None else feature_columns(support, columns)
         dual_residual = dual_residual_with_implicit_gradient(active, onehot, exact, self)
-        rows = weights_from_dual_residual(active, dual_residual, self.lambda1, self.lambda2)
-        weights = rows.new_zeros(support.shape[0], support.shape[-1], rows.shape[-1])
-        return weights.scatter(1, columns[..., None].expand_as(rows), rows)
+        return weights_from_dual_residual(active, dual_residual, self.lambda1, self.lambda2)
 
     def solve(self, support: torch.Tensor, onehot: torch.Tensor,
               init: torch.Tensor | None = None) -> tuple[torch.Tensor, SolverInfo]:
@@ -243,15 +240,20 @@ class GroupLassoSVM:
         returned weights (in their dtype) against the float64 dual solution, and ``info.converged`` holds
         only where that meets ``tol``: a float32 answer reported converged is converged in float32.
         """
+        weights, info = self.solve_nonzero_rows(support, onehot, init)
+        return weights.dense(), info
+
+    def solve_nonzero_rows(self, support: torch.Tensor, onehot: torch.Tensor,
+                           init: torch.Tensor | None = None) -> tuple[NonzeroRows, SolverInfo]:
+        """As `solve`, with the weights held as their nonzero rows (`NonzeroRows`): with lambda1 > 0 at
+        backbone size, tens of rows of d, and ``NonzeroRows.scores`` scores a query through them, with no
+        (B, d, K) weights to fill, search for their nonzero rows and differentiate through."""
         features, y = self._features(support), onehot.double()
         exact, info, exact_rows, columns = self._solve_dual(features, y, init)
-        weights = self._weights_with_implicit_gradient(support, onehot, exact, columns)
+        rows = self._rows_with_implicit_gradient(support, onehot, exact, columns)
         if support.dtype != torch.float64:
             with torch.no_grad():
-                returned = weights.detach()
-                if columns is not None:  # the other rows are zero in both: no pass over all d of them
-                    returned = returned.gather(1, columns[..., None].expand(-1, -1, weights.shape[-1]))
-                primal = features.primal_objective(self, returned.double(), y, columns)
+                primal = features.primal_objective(self, rows.detach().double(), y, columns)
                 dual = dual_from_weights(exact_rows, exact, y, self.lambda2, self.dual_reg)
                 info.residual = torch.maximum(info.residual, relative_gap(primal, dual, y))
                 if self.tol is not None:
@@ -259,4 +261,4 @@ class GroupLassoSVM:
                     info.gradient_trusted &= info.converged
         info.residual = info.residual.to(support.dtype)
         info.sparsity = info.sparsity.to(support.dtype)
-        return weights, info
+        return NonzeroRows(rows, columns, support.shape[-1]), info

@@ -21,13 +21,14 @@ $W = \mathrm{BST}(X^\top(Y - \alpha^\star), \lambda_1) / \lambda_2$ and $P^\star
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
 
 __all__ = [
+    "NonzeroRows",
     "SVMParameters",
     "check_svm_parameters",
     "svm_dual_objective",
@@ -148,6 +149,36 @@ def _first_rows(nonzero: torch.Tensor, width: int) -> torch.Tensor:
 def feature_columns(support: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """The (B, n, width) columns ``columns`` (B, width) of ``support`` (B, n, d)."""
     return support.gather(2, columns[:, None, :].expand(-1, support.shape[1], -1))
+
+
+class NonzeroRows(NamedTuple):
+    """Weights W (B, d, K) held as their nonzero rows: ``rows`` (B, width, K) are the rows of the features
+    ``columns`` (B, width), as wide as the task with the most (zero rows fill in); the other rows of W are
+    zero. ``columns=None``: ``rows`` are all d rows, W itself.
+
+    Example:
+        >>> W = NonzeroRows(torch.ones(1, 1, 2), torch.tensor([[2]]), n_features=3)
+        >>> W.dense()[0].tolist(), W.scores(torch.arange(3.0).reshape(1, 1, 3)).tolist()
+        ([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], [[[2.0, 2.0]]])
+    """
+
+    rows: torch.Tensor
+    columns: torch.Tensor | None
+    n_features: int
+
+    def dense(self) -> torch.Tensor:
+        """W, (B, d, K), differentiable in ``rows``."""
+        if self.columns is None:
+            return self.rows
+        weights = self.rows.new_zeros(self.rows.shape[0], self.n_features, self.rows.shape[-1])
+        return weights.scatter(1, self.columns[..., None].expand_as(self.rows), self.rows)
+
+    def scores(self, support: torch.Tensor) -> torch.Tensor:
+        """``X W`` (B, n, K) for ``support`` X (B, n, d), through the nonzero rows: one gather of X's columns
+        (and, backward, one scatter), not a product over all d."""
+        if self.columns is None:
+            return support @ self.rows
+        return feature_columns(support, self.columns) @ self.rows
 
 
 def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
