@@ -1,7 +1,8 @@
 """Newton polish of a converged group-lasso SVM dual solve, down to rounding level.
 
 Newton steps on the optimal face make the solution, and so the implicit gradient (sensitive near the
-thresholds of block soft-thresholding), accurate far below ``tol``.
+thresholds of block soft-thresholding), accurate far below ``tol``. On a small dual the polish also
+finishes the solve, from 10 x ``tol`` (`first_order_tol`).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
         polished = torch.where(pending, gap, polished)
         pending &= gap > POLISH_GAP_FLOOR
     norms = None
-    if full is None:  # the norms at the result, for its weights (`SupportFeatures.weights`)
+    if full is None:  # the norms at the result, for its weights (`SupportFeatures.active_rows`)
         norms = features.norms(onehot - alpha, solver.lambda1)
         # where no feature outside the polish's columns is active, the full problem's gap is the polish's
         violating = (norms.scatter(1, columns, 0.0) > per_task(solver.lambda1, norms)).any(dim=-1)
