@@ -99,7 +99,8 @@ def test_a_small_dual_is_finished_by_the_polish_within_max_iter():
     exact, _ = GroupLassoSVM(solver.lambda1, 10.0, 1.0, **TIGHT).solve_dual(support, onehot)
     torch.testing.assert_close(alpha, exact, rtol=0, atol=1e-8)
     assert float((first.solution - exact).abs().max()) > 1e-5
-    # a budget that ends where the first-order solve of a task above tol does leaves its polish no step
+    # a budget that ends where the first-order solve of a task above tol does leaves no iteration to
+    # take it to tol: not converged, whatever the polish and its refinement reach
     task = int(first.residual.argmax())
     capped = GroupLassoSVM(solver.lambda1, 10.0, 1.0, max_iter=int(first.iterations[task]))
     _, short = capped.solve_dual(support, onehot)

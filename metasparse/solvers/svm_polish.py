@@ -67,18 +67,14 @@ def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: 
     at 15 shots) the face is often only found from a gap ~1e-6. Such tasks are solved further by
     FISTA to ``tol`` x 1e-2, then 1e-4, and polished again. ``result`` is the first-order solve to
     `first_order_tol`: where that is ``tol``, ``iterations`` and ``converged`` keep describing it; where
-    the polish finishes the solve (a small dual), its Newton steps count as iterations (within
-    ``max_iter``) and a task has converged where its polished gap is at most ``tol``.
-    ``full``: as in `first_order_solve`.
+    the polish finishes the solve (a small dual), its Newton steps count as iterations, and so does the
+    refinement of a task that only it took to ``tol``; a task has converged where its final gap is at
+    most ``tol`` within ``max_iter`` iterations. ``full``: as in `first_order_solve`.
     """
     finishing = first_order_tol(solver, onehot) != solver.tol
-    budget = solver.max_iter - result.iterations if finishing else None
-    polished, steps = polish(solver, features, onehot, result, result.converged, full, budget)
-    if finishing:
-        converged = result.converged & (polished.residual <= solver.tol)
-        iterations = torch.where(converged, result.iterations + steps, solver.max_iter)
-    else:
-        converged, iterations = result.converged, result.iterations
+    polished, steps = polish(solver, features, onehot, result, result.converged, full)
+    reached = polished.residual <= solver.tol  # by the first polish
+    spent = torch.zeros_like(steps)  # the refinement's iterations and steps
     tol = solver.tol
     for _ in range(REFINE_ROUNDS):
         unsettled = result.converged & (polished.residual > POLISH_SETTLED)
@@ -86,21 +82,27 @@ def polish_and_refine(solver: GroupLassoSVM, features: SupportFeatures, onehot: 
             break
         tol *= REFINE_FACTOR
         refined = first_order_solve(solver, features, onehot, polished.solution, tol, full)
-        refined, _ = polish(solver, features, onehot, refined, unsettled, full)
+        refined, refine_steps = polish(solver, features, onehot, refined, unsettled, full)
+        spent += torch.where(unsettled, refined.iterations + refine_steps, 0)
         better = unsettled & (refined.residual < polished.residual)
         polished = polished._replace(
             solution=torch.where(better[:, None, None], refined.solution, polished.solution),
             residual=torch.where(better, refined.residual, polished.residual),
             feature_norms=None if polished.feature_norms is None
             else torch.where(better[:, None], refined.feature_norms, polished.feature_norms))
+    if not finishing:
+        return polished._replace(iterations=result.iterations, converged=result.converged)
+    # the solve at tol: the first polish's steps, and the refinement's where only it reached tol
+    iterations = result.iterations + steps + torch.where(reached, 0, spent)
+    converged = result.converged & (polished.residual <= solver.tol) & (iterations <= solver.max_iter)
+    iterations = torch.where(converged, iterations, solver.max_iter)
     return polished._replace(iterations=iterations, converged=converged)
 
 
 def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor, result: FistaResult,
-           tasks: torch.Tensor, full: DualProblem | None = None,
-           budget: torch.Tensor | None = None) -> tuple[FistaResult, torch.Tensor]:
-    """Newton steps on ``tasks``, down to rounding level, at most ``budget`` (B,) per task; kept where they
-    lower the gap. Returns the result and the (B,) steps taken.
+           tasks: torch.Tensor, full: DualProblem | None = None) -> tuple[FistaResult, torch.Tensor]:
+    """Newton steps on ``tasks``, down to rounding level; kept where they lower the gap. Returns the
+    result and the (B,) steps taken.
 
     Each step lowers D, but the primal objective at W(alpha), and so the gap, can rise on the way
     before the steps settle on the optimal face; a task whose final gap is not lower keeps its
@@ -121,8 +123,6 @@ def polish(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tenso
     polished = residual  # the problem's gap at alpha (a task that does not move keeps its residual)
     steps = torch.zeros_like(result.iterations)
     for _ in range(POLISH_STEPS):
-        if budget is not None:
-            pending &= steps < budget
         if not bool(pending.any()):
             break
         moved = problem.newton_step(alpha, pending)
