@@ -4,7 +4,7 @@ the gap, W(alpha) and P(W) through the active columns equal their float64 full-w
 import pytest
 import torch
 
-from metasparse.solvers import GroupLassoSVM, svm_lambda1_max
+from metasparse.solvers import GroupLassoSVM, NonzeroRows, svm_lambda1_max
 from metasparse.solvers.svm_features import SupportFeatures
 from metasparse.solvers.svm_objective import (
     feature_norms,
@@ -45,7 +45,7 @@ def test_weights_gap_and_primal_through_active_columns_equal_the_float64_full_wi
     solver = GroupLassoSVM(10.0, 10.0, 1.0).for_tasks(lambda1)
     features = SupportFeatures(support)
     rows, columns = features.active_rows(solver, onehot, alpha)
-    weights = rows.new_zeros(*support.shape[::2], 5).scatter(1, columns[..., None].expand_as(rows), rows)
+    weights = NonzeroRows(rows, columns, support.shape[-1]).dense()
     expected = svm_primal_weights(x, onehot, alpha, lambda1[:, None, None], 10.0)
     assert bool(((weights != 0) == (expected != 0)).all())
     assert columns.shape[1] == int((expected.abs().amax(-1) > 0).sum(-1).max())  # no wider than needed

@@ -42,7 +42,8 @@ next to the first-order iterations they replace ..."""
 POLISH_FINISHES_FROM = 10.0
 """... so there the first-order solve stops at this many times ``tol`` and the polish finishes the solve. That
 skips the last working-set round (10 x tol down to tol), and the polish settles from there in as many
-steps (2 at 1 shot): 0.90-0.95x the time of a step at 1 shot and 0.94-1.0x at 5 shots (d = 640-16000). On
+steps (2 at 1 shot): 0.90-0.97x the time of a step at 1 shot and 0.94-1.08x at 5 shots (d = 64-16000,
+steps alternated with those of the solve to tol, ad-hoc). On
 larger duals (15 shots, d = 16000) the polish from 10 x tol missed the optimal face on 1 to 7 of 8 tasks,
 which were then solved again: 1.16-1.22x."""
 
