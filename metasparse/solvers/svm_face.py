@@ -90,7 +90,7 @@ def active_features(support: torch.Tensor, norms: torch.Tensor,
     return select_features(support, norms, max(1, int(active.sum(dim=-1).max())))
 
 
-def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, parameters: SVMParameters,
+def reduced_dual_hessian(support: torch.Tensor | None, v: torch.Tensor | None, parameters: SVMParameters,
                          face: Face, gram: torch.Tensor | None = None) -> torch.Tensor:
     r"""(B, m, m) $T^\top H T$: the Hessian of D at $V = X^\top(Y - \alpha)$ on ``face`` with each row's
     sum constraint eliminated, through the active features only; identity on the padding (the entries
@@ -104,12 +104,13 @@ def reduced_dual_hessian(support: torch.Tensor, v: torch.Tensor | None, paramete
     $(i, k)$. An unknown $a = (i, k)$ whose row's pivot is $(i, p)$ has the $T^\top$-row $e_a = 1_k - 1_p$
     in class space, within its own sample; so $\lambda_2 (T^\top H T)_{ab} = G_{i_a i_b} \langle e_a,
     e_b\rangle + (Z' Z'^\top)_{ab}$ with $Z'_{a j} = X_{i_a j} \sqrt{t_j} \langle \hat v_j, e_a\rangle$:
-    one gather of the n x n matrix G and one product, never the m x m Hessian itself.
+    one gather of the n x n matrix G and one product, never the m x m Hessian itself. ``support`` may be
+    ``None`` where ``gram`` is given and ``lambda1 = 0``.
     """
-    batch = support.shape[0]
     rows, lambda1, lambda2 = face.samples, parameters.lambda1, parameters.lambda2
+    batch = rows.shape[0]
     tasks = torch.arange(batch, device=rows.device)
-    eliminated = face.eliminated.to(support.dtype)
+    eliminated = face.eliminated.to(support.dtype if gram is None else gram.dtype)
     # lambda2 T^T H T first (the form above), divided by lambda2 at the end
     if without_group_lasso(lambda1):
         kernel, z = (support @ support.transpose(1, 2) if gram is None else gram.clone()), None
