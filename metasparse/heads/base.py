@@ -15,6 +15,7 @@ from metasparse.heads.validation import (
     compute_dtype,
 )
 from metasparse.solvers.diagnostics import SolverInfo
+from metasparse.solvers.narrow_product import narrow_matmul
 
 __all__ = ["EpisodicHead", "empty_info"]
 
@@ -82,7 +83,7 @@ class EpisodicHead(nn.Module):
 
     def _scores(self, query: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """(B, m, n_way) unscaled scores of the query under the fitted weights."""
-        return query @ weights
+        return narrow_matmul(query, weights)
 
     def _fit_scores(self, query: torch.Tensor, support: torch.Tensor, labels: torch.Tensor,
                     n_way: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from metasparse.solvers.cvxpy_problems import (
 )
 from metasparse.solvers.diagnostics import SolverInfo, warn_if_not_converged
 from metasparse.solvers.lasso import GroupLasso, group_lasso_lambda_max, group_lasso_relative_gap
+from metasparse.solvers.narrow_product import narrow_matmul
 
 __all__ = ["LassoHead"]
 
@@ -140,4 +141,4 @@ class LassoHead(nn.Module):
         query = check_query(query, reference, unbatched=layout in ("single", "multi"))
         if weights is None:  # solved after the query's checks: a bad query fails at once
             weights = self._solve(features, targets)
-        return _OUTPUT_SHAPES[layout]((query.to(weights.dtype) @ weights).to(query.dtype))
+        return _OUTPUT_SHAPES[layout](narrow_matmul(query.to(weights.dtype), weights).to(query.dtype))

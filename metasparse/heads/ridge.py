@@ -9,6 +9,7 @@ import torch
 from metasparse.heads.base import EpisodicHead
 from metasparse.heads.validation import check_number
 from metasparse.solvers.diagnostics import SolverInfo, warn_if_not_converged
+from metasparse.solvers.svm_objective import feature_correlation
 
 __all__ = ["RidgeHead", "residual_tol"]
 
@@ -73,7 +74,7 @@ class RidgeHead(EpisodicHead):
             system, rhs = support_t @ support, support_t @ targets
         system = system + self.lam * torch.eye(system.shape[-1], dtype=support.dtype, device=support.device)
         solution = torch.cholesky_solve(rhs, torch.linalg.cholesky(system))
-        weights = support_t @ solution if n <= d else solution
+        weights = feature_correlation(support, solution) if n <= d else solution  # X^T solution
         with torch.no_grad():
             residual = (torch.linalg.vector_norm(system @ solution - rhs, dim=(1, 2))
                         / torch.linalg.vector_norm(rhs, dim=(1, 2)).clamp_min(torch.finfo(rhs.dtype).tiny))

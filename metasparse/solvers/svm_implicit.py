@@ -92,7 +92,7 @@ def kernel_vjp(support: torch.Tensor, dual_residual: torch.Tensor, correlation: 
         lambda1: Group-lasso weight, a float or (B,) per task.
         direction: (B, n, K) U.
     """
-    projected = support.mT @ direction  # P, (B, p, K)
+    projected = (direction.mT @ support).mT  # P, (B, p, K); X^T U would read X transposed, 2-3x slower
     if without_group_lasso(lambda1):
         shrunk, pulled_back = correlation, projected
     else:

@@ -25,6 +25,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from metasparse.solvers.narrow_product import narrow_matmul
 from metasparse.solvers.prox import block_soft_threshold, project_simplex
 
 __all__ = [
@@ -177,8 +178,8 @@ class NonzeroRows(NamedTuple):
         """``X W`` (B, n, K) for ``support`` X (B, n, d), through the nonzero rows: one gather of X's columns
         (and, backward, one scatter), not a product over all d."""
         if self.columns is None:
-            return support @ self.rows
-        return feature_columns(support, self.columns) @ self.rows
+            return narrow_matmul(support, self.rows)
+        return narrow_matmul(feature_columns(support, self.columns), self.rows)
 
 
 def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -195,10 +196,10 @@ def scores_through_nonzero_rows(support: torch.Tensor, weights: torch.Tensor) ->
     nonzero = weights.detach().abs().amax(dim=-1) > 0
     width = int(nonzero.sum(dim=-1).max()) if nonzero.numel() else weights.shape[1]
     if 4 * width >= weights.shape[1]:  # dense enough (a working set, or empty): no index to build
-        return support @ weights
+        return narrow_matmul(support, weights)
     rows = _first_rows(nonzero, width)
     nonzero_weights = weights.gather(1, rows[..., None].expand(-1, -1, weights.shape[-1]))
-    return feature_columns(support, rows) @ nonzero_weights
+    return narrow_matmul(feature_columns(support, rows), nonzero_weights)
 
 
 def svm_dual_point(scores: torch.Tensor, onehot: torch.Tensor, eps: float) -> torch.Tensor:
