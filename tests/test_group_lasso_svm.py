@@ -78,21 +78,39 @@ def test_newton_steps_solve_the_ill_conditioned_svm_dual():
     assert not bool(fista_only.converged.any())
 
 
-def test_a_small_dual_is_finished_by_the_polish_within_max_iter():
-    # 5-way 1-shot, d = 640: the first-order solve stops at POLISH_FINISHES_FROM x tol and the Newton
-    # polish takes every task below tol, its steps counted as iterations and kept within max_iter
+@pytest.mark.parametrize("shots", [1, 2])
+def test_a_small_dual_is_finished_by_the_polish_within_max_iter(shots):
+    # 5-way, d = 640: the first-order solve stops at POLISH_FINISHES_FROM x tol (2 shots) or
+    # POLISH_FINISHES_TINY_FROM x tol (1 shot, a tiny dual, whose last round leaves its violators to the
+    # polish), and the Newton polish takes every task below tol, its steps counted as iterations and kept
+    # within max_iter
     from metasparse.solvers.svm_features import SupportFeatures
-    from metasparse.solvers.svm_polish import POLISH_FINISHES_FROM, POLISH_SETTLED, first_order_tol
+    from metasparse.solvers.svm_polish import (
+        POLISH_FINISHES_FROM,
+        POLISH_FINISHES_TINY_FROM,
+        POLISH_SETTLED,
+        first_order_tol,
+        violators_to_polish,
+    )
     from metasparse.solvers.svm_working_set import first_order_solve
     from metasparse.tasks import random_episodes
 
-    support, labels, _, _ = random_episodes(4, 5, 1, 1, 640, seed=8, dtype=torch.float64)
+    support, labels, _, _ = random_episodes(4, 5, shots, 1, 640, seed=8, dtype=torch.float64)
     onehot = torch.nn.functional.one_hot(labels, 5).double()
     solver = GroupLassoSVM(0.3 * float(svm_lambda1_max(support, onehot, 10.0, 1.0).median()), 10.0, 1.0)
-    assert first_order_tol(solver, onehot) == POLISH_FINISHES_FROM * solver.tol
-    first = first_order_solve(solver, SupportFeatures(support), onehot, torch.full_like(onehot, 0.2),
-                              first_order_tol(solver, onehot))
+    tiny = shots == 1
+    factor = POLISH_FINISHES_TINY_FROM if tiny else POLISH_FINISHES_FROM
+    assert first_order_tol(solver, onehot) == factor * solver.tol
+    assert violators_to_polish(solver, onehot) == tiny
+
+    def first_order(to_polish):
+        return first_order_solve(solver, SupportFeatures(support), onehot, torch.full_like(onehot, 0.2),
+                                 first_order_tol(solver, onehot), violators_to_polish=to_polish)
+
+    first = first_order(tiny)
     assert bool(first.converged.all()) and float(first.residual.max()) > solver.tol  # the polish's to do
+    if tiny:  # the violators of the first round are left to the polish: no second round
+        assert int(first.iterations.max()) < int(first_order(False).iterations.max())
     alpha, info = solver.solve_dual(support, onehot)
     assert bool(info.converged.all()) and float(info.residual.max()) <= POLISH_SETTLED
     assert bool((info.iterations > first.iterations).all())  # the Newton steps count

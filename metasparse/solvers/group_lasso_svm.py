@@ -39,7 +39,12 @@ from metasparse.solvers.svm_objective import (
     svm_zero_solution,
     weights_from_dual_residual,
 )
-from metasparse.solvers.svm_polish import POLISH_SETTLED, first_order_tol, polish_and_refine
+from metasparse.solvers.svm_polish import (
+    POLISH_SETTLED,
+    first_order_tol,
+    polish_and_refine,
+    violators_to_polish,
+)
 from metasparse.solvers.svm_working_set import first_order_solve, solved_on_all_features
 
 __all__ = [
@@ -209,14 +214,16 @@ class GroupLassoSVM:
     def _iterative_solve(self, features: SupportFeatures, onehot: torch.Tensor, alpha: torch.Tensor,
                          scores: torch.Tensor) -> FistaResult:
         """First-order solve to ``tol`` (on a working set where that pays, the first one picked by
-        ``scores``), then the Newton polish; on a small dual, to 10 x tol, the polish finishing it
+        ``scores``), then the Newton polish; on a small dual, to 10 x tol (100 x tol on a tiny one, whose
+        last working-set round leaves its violators to the polish), the polish finishing it
         (`metasparse.solvers.svm_polish.first_order_tol`)."""
         # solved on all features: one problem, so one Gram matrix, for the solve and the polish (float64
         # features, unless these tasks' lambda1 are all 0 while the batch's were not)
         full = (DualProblem(self, features.support.double(), onehot)
                 if solved_on_all_features(self, features, self.tol) else None)
         tol = first_order_tol(self, onehot)
-        result = first_order_solve(self, features, onehot, alpha, tol, full, scores)
+        result = first_order_solve(self, features, onehot, alpha, tol, full, scores,
+                                   violators_to_polish(self, onehot))
         if self.newton and self.tol is not None:
             result = polish_and_refine(self, features, onehot, result, full)
         return result

@@ -48,15 +48,19 @@ def solved_on_all_features(solver: GroupLassoSVM, support: torch.Tensor | Suppor
 
 def first_order_solve(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
                       alpha: torch.Tensor, tol: float | None, full: DualProblem | None = None,
-                      scores: torch.Tensor | None = None) -> FistaResult:
+                      scores: torch.Tensor | None = None, violators_to_polish: bool = False) -> FistaResult:
     """FISTA from ``alpha`` to ``tol``, on a working set of ``features`` where that pays; ``full`` is the
     problem on all of them when the caller has built it (its Gram matrix is then reused).
     ``scores`` (B, d) pick the first working set (default: the feature norms at ``alpha``); a
-    working-set solve returns the feature norms at its solution (``FistaResult.feature_norms``)."""
+    working-set solve returns the feature norms at its solution (``FistaResult.feature_norms``).
+    ``violators_to_polish``: the round at ``tol`` is the last even where features outside its working set
+    violate their condition; its tasks count as converged, their residual is the full problem's gap, and
+    the Newton polish, whose working set holds those features, finishes them (a tiny dual,
+    `metasparse.solvers.svm_polish.TINY_DUAL`)."""
     if solved_on_all_features(solver, features, tol):
         problem = full if full is not None else DualProblem(solver, features.support.double(), onehot)
         return fista_on(solver, problem, alpha, solver.max_iter, tol)
-    return _fista_on_working_set(solver, features, onehot, alpha, tol, scores)
+    return _fista_on_working_set(solver, features, onehot, alpha, tol, scores, violators_to_polish)
 
 
 def fista_on(solver: GroupLassoSVM, problem: DualProblem, init: torch.Tensor, max_iter: int,
@@ -102,13 +106,14 @@ def newton_on(problem: DualProblem, result: FistaResult, max_iter: int, tol: flo
 
 
 def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, onehot: torch.Tensor,
-                          alpha: torch.Tensor, tol: float, scores: torch.Tensor | None) -> FistaResult:
+                          alpha: torch.Tensor, tol: float, scores: torch.Tensor | None,
+                          violators_to_polish: bool) -> FistaResult:
     """FISTA on the features with the largest scores, in rounds: each round starts from the last
     solution, doubles the working set while features outside it violate their optimality condition,
     and tightens its tolerance from ``WORKING_SET_FIRST_TOL`` by 10x down to ``tol``; Newton steps take
     over from ``NEWTON_FROM`` in the first round and from ``NEWTON_FROM_WARM`` in the others. A round
     without violators keeps its working set, and its problem, for the next: that set still holds every
-    feature above its threshold."""
+    feature above its threshold. ``violators_to_polish``: as in `first_order_solve`."""
     batch, _, d = features.shape
     iterations = torch.zeros(batch, dtype=torch.long, device=onehot.device)
     scores = features.norms(onehot - alpha, solver.lambda1) if scores is None else scores
@@ -125,7 +130,8 @@ def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, oneh
         alpha, newton_from = result.solution, NEWTON_FROM_WARM
         scores = features.norms(onehot - alpha, solver.lambda1)
         outside = scores.scatter(1, columns, 0.0) > threshold
-        if int(iterations.max()) >= solver.max_iter or (round_tol == tol and not bool(outside.any())):
+        last = round_tol == tol and (violators_to_polish or not bool(outside.any()))
+        if int(iterations.max()) >= solver.max_iter or last:
             break
         if bool(outside.any()):
             # at least doubled, and enough for every active or violating feature with room to spare: a
@@ -139,6 +145,6 @@ def _fista_on_working_set(solver: GroupLassoSVM, features: SupportFeatures, oneh
     residual = result.residual
     if bool(violating.any()):
         residual = torch.where(violating, features.gap(solver, onehot, alpha, scores), residual)
-    converged = result.converged & ~violating
+    converged = result.converged & (~violating | violators_to_polish)
     iterations = torch.where(converged, iterations, solver.max_iter)
     return FistaResult(alpha, iterations, converged, residual, scores)
