@@ -47,8 +47,8 @@ steps alternated with those of the solve to tol, ad-hoc). On
 larger duals (15 shots, d = 16000) the polish from 10 x tol missed the optimal face on 1 to 7 of 8 tasks,
 which were then solved again: 1.16-1.22x."""
 TINY_DUAL = 25
-"""A dual of at most this many variables (5-way 1-shot) is tiny: its Newton steps cost about three FISTA
-iterations ..."""
+"""A dual of at most this many variables (5-way 1-shot) is tiny: its Newton systems have at most 20 unknowns
+per task (one pivot per sample eliminated) ..."""
 POLISH_FINISHES_TINY_FROM = 100.0
 """... so there the first-order solve stops at this many times ``tol`` (1e-2 at the default ``tol``, the
 first working-set round's tolerance) and leaves the features that then violate their condition outside
