@@ -20,7 +20,7 @@ def narrow_matmul(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
 
     Forward and backward at (8, m, d) x (8, d, 5) on the 2-core AMD EPYC build machine, 1 thread
     (timed ad hoc): 1.75-3.2x faster than autograd of ``features @ weights`` for m = 25 or 75 (the query
-    sizes of 5-way episodes with 5 or 15 queries per class) and d = 640-16000, 1.6x at d = 64; with
+    sizes of 5-way episodes with 5 or 15 queries per class) and d = 640-16000, 0.96-1.6x at d = 64; with
     m = 5, about the same below d = 1600 and 1.2-1.35x faster from there. On a GPU both are cuBLAS
     calls.
 

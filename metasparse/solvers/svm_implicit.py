@@ -92,7 +92,8 @@ def kernel_vjp(support: torch.Tensor, dual_residual: torch.Tensor, correlation: 
         lambda1: Group-lasso weight, a float or (B,) per task.
         direction: (B, n, K) U.
     """
-    projected = (direction.mT @ support).mT  # P, (B, p, K); X^T U would read X transposed, 2-3x slower
+    # P, (B, p, K), as (U^T X)^T: X^T U reads X transposed, 2-2.5x slower at p = 64-1600 (1.1x at 16000)
+    projected = (direction.mT @ support).mT
     if without_group_lasso(lambda1):
         shrunk, pulled_back = correlation, projected
     else:

@@ -54,9 +54,9 @@ POLISH_FINISHES_TINY_FROM = 100.0
 first working-set round's tolerance) and leaves the features that then violate their condition outside
 its working set to the polish, whose working set holds them: one working-set round and one Newton step
 more instead of a second round (10 FISTA iterations, a Newton step, a gap and a pass over the d features),
-23-25 iterations instead of 32-33 at 1 shot. 0.87-0.94x the time of a step at d = 640-1600, 0.85-1.05x
-at d = 16000 (steps alternated with those of the 10 x tol solve, ad hoc); at 5 shots (n K = 125) the
-same rule took 1.12-1.25x."""
+23-25 iterations instead of 32-33 at 1 shot. 0.80-1.01x the time of a step at d = 640-1600 and
+0.85-1.05x at d = 16000 over three runs of steps alternated with those of the 10 x tol solve (ad hoc); at
+5 shots (n K = 125) the same rule took 1.07-1.25x."""
 
 
 def first_order_tol(solver: GroupLassoSVM, onehot: torch.Tensor) -> float | None:
